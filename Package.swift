@@ -1,0 +1,57 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Modules are split by dependency weight (see Docs/Architecture.md):
+// pure value types at the bottom, GRDB in exactly one module, I/O shells at the top.
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+let shell: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "syncd",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "syncd", targets: ["syncd"]),
+        .library(name: "SyncCore", targets: ["SyncCore"]),
+        .library(name: "SyncSecurity", targets: ["SyncSecurity"]),
+        .library(name: "SyncStore", targets: ["SyncStore"]),
+        .library(name: "SyncFS", targets: ["SyncFS"]),
+        .library(name: "SyncDaemon", targets: ["SyncDaemon"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // System OpenSSL libcrypto: bulk hashing and AEAD (faster than swift-crypto's BoringSSL here).
+        .systemLibrary(name: "CSyncCrypto", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        .target(name: "SyncCore", swiftSettings: strict),
+        .target(name: "SyncSecurity",
+                dependencies: ["SyncCore", "CSyncCrypto", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: strict),
+        .target(name: "SyncStore",
+                dependencies: ["SyncCore", .product(name: "GRDB", package: "GRDB.swift")],
+                swiftSettings: strict),
+        .target(name: "SyncFS",
+                dependencies: ["SyncCore", "SyncSecurity", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: shell),
+        .target(name: "SyncDaemon",
+                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS",
+                               .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "Logging", package: "swift-log")],
+                swiftSettings: shell),
+        .executableTarget(name: "syncd",
+                          dependencies: ["SyncDaemon", "SyncSecurity",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: shell),
+        .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),
+        .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
+        .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),
+        .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["SyncDaemon"]),
+    ]
+)

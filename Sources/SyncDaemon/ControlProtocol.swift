@@ -1,0 +1,56 @@
+/// The control API between `syncd` commands and the running daemon: one JSON object per line
+/// over the unix socket `<home>/syncd.sock` (mode 0600). See Docs/UserGuide.md.
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable { case status, add, remove, id }
+    public var command: Command
+    public var path: String?
+    /// For `add`: the secret to join with; nil with `generate` makes a new read-write secret.
+    public var secret: String?
+    public var generate: Bool?
+
+    public init(command: Command, path: String? = nil, secret: String? = nil, generate: Bool? = nil) {
+        self.command = command; self.path = path; self.secret = secret; self.generate = generate
+    }
+}
+
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var status: StatusReport?
+    public var secret: String?
+    public var folderId: String?
+    public var device: String?
+
+    public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, secret: String? = nil,
+                folderId: String? = nil, device: String? = nil) {
+        self.ok = ok; self.error = error; self.status = status; self.secret = secret
+        self.folderId = folderId; self.device = device
+    }
+
+    public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
+}
+
+/// `syncd status --json`. Field names are a contract for scripts: add, never rename.
+public struct StatusReport: Codable, Sendable, Equatable {
+    public struct Folder: Codable, Sendable, Equatable {
+        public var path: String
+        public var folderId: String
+        public var access: String
+        public var state: String
+        public var error: String?
+        public var localFiles: Int
+        public var localDirectories: Int
+        public var localSymlinks: Int
+        public var localBytes: Int64
+        public var sequence: Int64
+        public var watching: Bool
+    }
+
+    public var device: String
+    public var version: String
+    public var folders: [Folder]
+}
+
+public enum SyncdVersion {
+    public static let string = "0.1.0"
+}

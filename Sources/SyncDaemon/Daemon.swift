@@ -1,0 +1,166 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SyncCore
+import SyncFS
+import SyncSecurity
+import SyncStore
+
+/// The composition root: opens the home (lock, identity, index), starts a `FolderService` per
+/// folder and the control server, and runs until SIGTERM or SIGINT.
+public final class Daemon: @unchecked Sendable {
+    public let configuration: DaemonConfiguration
+    public let identity: DeviceIdentity
+    private let store: IndexStore
+    private let logger: Logger
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var control: ControlServer?
+    private let lock = Lock()
+    private var folders: [String: FolderService] = [:]   // by path
+    private var lockFD: Int32 = -1
+
+    public enum StartError: Error, CustomStringConvertible {
+        case alreadyRunning(String), home(String)
+        public var description: String {
+            switch self {
+            case .alreadyRunning(let h): return "another syncd daemon is already running with home \(h)"
+            case .home(let why): return why
+            }
+        }
+    }
+
+    public init(configuration: DaemonConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let home = configuration.home
+        do { try home.create() } catch { throw StartError.home("cannot create home \(home.path): \(error.localizedDescription)") }
+        lockFD = open(home.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else { throw StartError.alreadyRunning(home.path) }
+        identity = try DeviceIdentity.loadOrCreate(at: home.deviceKeyPath)
+        store = try IndexStore(path: home.indexPath)
+        chmod(home.indexPath, 0o600)
+    }
+
+    /// Starts everything and blocks until a termination signal, then shuts down in order.
+    public func run() throws {
+        logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
+        if !configuration.join.isEmpty || configuration.listen != DaemonConfiguration(home: configuration.home).listen {
+            logger.info("listen \(configuration.listen), join \(configuration.join) (membership and sessions arrive with the gossip and replication layers)")
+        }
+        for record in try store.folders() {
+            do {
+                let secret = try FolderSecret(parsing: record.secret)
+                startService(record, secret)
+            } catch {
+                logger.error("folder \(record.path): stored secret unreadable (\(error)); skipping")
+            }
+        }
+        let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, logger: logger) { [weak self] req in
+            self?.handle(req) ?? .failure("daemon is shutting down")
+        }
+        try server.start()
+        control = server
+        logger.info("control socket \(configuration.home.controlSocketPath)")
+
+        let done = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGTERM, SIGINT] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { done.signal() }
+            s.resume()
+            sources.append(s)
+        }
+        done.wait()
+        logger.info("shutting down")
+        shutdown()
+        sources.forEach { $0.cancel() }
+    }
+
+    /// Stops the control server, then every folder (each finishes its current index transaction).
+    public func shutdown() {
+        control?.stop()
+        control = nil
+        let services = lock.withLock { () -> [FolderService] in defer { folders = [:] }; return Array(folders.values) }
+        services.forEach { $0.stop() }
+        try? group.syncShutdownGracefully()
+        if lockFD >= 0 { close(lockFD); lockFD = -1 }
+        logger.info("stopped")
+    }
+
+    private func startService(_ record: FolderRecord, _ secret: FolderSecret) {
+        let service = FolderService(record: record, secret: secret, store: store, device: identity.deviceID.short,
+                                    configuration: configuration, logger: logger)
+        lock.withLock { folders[record.path] = service }
+        service.start()
+    }
+
+    // MARK: control requests
+
+    func handle(_ request: ControlRequest) -> ControlResponse {
+        do {
+            switch request.command {
+            case .status: return ControlResponse(ok: true, status: try status(path: request.path))
+            case .id: return ControlResponse(ok: true, device: identity.deviceID.description)
+            case .add: return try add(request)
+            case .remove: return try remove(request)
+            }
+        } catch {
+            return .failure("\(error)")
+        }
+    }
+
+    private func status(path: String?) throws -> StatusReport {
+        let services = lock.withLock { folders.values.sorted { $0.record.path < $1.record.path } }
+        var list: [StatusReport.Folder] = []
+        for s in services where path == nil || s.record.path == FolderPaths.normalize(path!) {
+            let stats = try store.stats(folder: s.record.id)
+            let state = s.currentState
+            var error: String?
+            if case .error(let e) = state { error = e }
+            list.append(.init(path: s.record.path, folderId: s.record.folderID, access: s.record.access, state: state.name,
+                              error: error, localFiles: stats.files + stats.symlinks, localDirectories: stats.directories,
+                              localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
+                              watching: s.isWatching))
+        }
+        if let p = path, list.isEmpty { throw StoreError.noSuchFolder(p) }
+        return StatusReport(device: identity.deviceID.description, version: SyncdVersion.string, folders: list)
+    }
+
+    private func add(_ request: ControlRequest) throws -> ControlResponse {
+        guard let raw = request.path else { return .failure("add needs a path") }
+        // Everything is validated before anything is created.
+        let secret: FolderSecret
+        if let text = request.secret {
+            secret = try FolderSecret(parsing: text)
+        } else if request.generate == true {
+            secret = FolderSecret.generate()
+        } else {
+            return .failure("add needs --secret (new) or --secret SECRET (join)")
+        }
+        let path = try FolderPaths.resolve(raw)
+        let existing = lock.withLock { Array(folders.keys) }
+        try FolderPaths.checkPlacement(path, existing: existing, home: configuration.home.path)
+        try FolderPaths.prepare(path)
+        let keys = secret.keys
+        let record = try store.addFolder(path: path, folderID: keys.folderIDString, access: keys.access.rawValue,
+                                         secret: secret.text, chunkerVersion: Int(FastCDC.version))
+        logger.info("added folder \(path) (\(keys.access.rawValue), id \(keys.folderIDString))")
+        startService(record, secret)
+        return ControlResponse(ok: true, secret: request.secret == nil ? secret.text : nil, folderId: keys.folderIDString)
+    }
+
+    private func remove(_ request: ControlRequest) throws -> ControlResponse {
+        guard let raw = request.path else { return .failure("remove needs a path") }
+        let path = FolderPaths.normalize(raw)
+        guard let service = lock.withLock({ folders.removeValue(forKey: path) }) else {
+            throw StoreError.noSuchFolder(path)
+        }
+        service.stop()
+        try store.removeFolder(id: service.record.id)
+        logger.info("removed folder \(path) (files left in place)")
+        return ControlResponse(ok: true, folderId: service.record.folderID)
+    }
+}

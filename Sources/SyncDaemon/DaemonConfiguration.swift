@@ -1,0 +1,16 @@
+import Foundation
+
+/// Everything `syncd daemon` is told on its command line, with every default documented.
+public struct DaemonConfiguration: Sendable {
+    public var home: Home
+    /// Address for gossip (UDP) and sessions (TCP); used from the gossip issue on. Default 0.0.0.0:7700.
+    public var listen: String = "0.0.0.0:7700"
+    /// Seed members to join (HOST:PORT); used from the gossip issue on.
+    public var join: [String] = []
+    /// Full rescan safety net, jittered ±10 %. Default one hour.
+    public var rescanInterval: TimeInterval = 3600
+    /// Rescan period when inotify is unavailable or out of watches. Default one minute.
+    public var degradedRescanInterval: TimeInterval = 60
+
+    public init(home: Home) { self.home = home }
+}

@@ -1,0 +1,208 @@
+import Dispatch
+import Foundation
+import Logging
+import SyncCore
+import SyncFS
+import SyncSecurity
+import SyncStore
+
+/// Keeps one folder's index current: a full scan at start, then inotify batches scanned
+/// incrementally, plus a jittered periodic full rescan as a safety net. Scans run one at a time
+/// on the folder's own queue; events that arrive meanwhile are merged into the next scan.
+final class FolderService: @unchecked Sendable {
+    enum State: Equatable {
+        case scanning, idle
+        case error(String)
+
+        var name: String {
+            switch self {
+            case .scanning: return "scanning"
+            case .idle: return "idle"
+            case .error: return "error"
+            }
+        }
+    }
+
+    let record: FolderRecord
+    let keys: FolderKeys
+    private let store: IndexStore
+    private let device: ShortDeviceID
+    private let logger: Logger
+    private let configuration: DaemonConfiguration
+    private let fs: POSIXFileSystem
+    private let scanner: FolderScanner?
+    private var watcher: InotifyWatcher?
+    private var timer: DispatchSourceTimer?
+    private let queue: DispatchQueue
+
+    private let lock = Lock()
+    private var state: State = .idle
+    private var pending = WatchBatch()
+    private var scanQueued = false
+    private var stopped = false
+    private var ignore = IgnoreRules.empty   // reloaded at the start of every scan
+
+    init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
+         configuration: DaemonConfiguration, logger: Logger) {
+        self.record = record
+        self.keys = secret.keys
+        self.store = store
+        self.device = device
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "folder"] = "\(record.path)"
+        self.logger = logger
+        self.fs = POSIXFileSystem(root: record.path)
+        self.queue = DispatchQueue(label: "syncd.folder.\(record.id)")
+        // Storage peers hold sealed data only: there is no plaintext folder to index.
+        if let gear = keys.chunkerGear, let idKey = keys.chunkIDKey {
+            scanner = FolderScanner(fs: fs, hasher: FileHasher(chunker: FastCDC(gear: gear), ids: ChunkHasher(key: idKey)))
+        } else {
+            scanner = nil
+        }
+    }
+
+    var currentState: State { lock.withLock { state } }
+    var isWatching: Bool { lock.withLock { watcher != nil } && !(watcher?.isDegraded ?? true) }
+
+    func start() {
+        guard scanner != nil else { return }
+        let rules = Self.loadIgnore(fs)
+        lock.withLock { ignore = rules }
+        startWatcher()
+        enqueue(WatchBatch(rescanAll: true))
+        scheduleRescan()
+    }
+
+    func stop() {
+        lock.withLock { stopped = true }
+        timer?.cancel()
+        watcher?.stop()
+        queue.sync {}  // wait for the scan in progress (it stops at its next batch boundary)
+    }
+
+    private func startWatcher() {
+        let w = InotifyWatcher(root: record.path, logger: logger,
+                               isIgnoredDirectory: { [weak self] path in
+                                   self?.lock.withLock { self?.ignore.isIgnored(path, isDirectory: true) } ?? false
+                               },
+                               handler: { [weak self] batch in self?.enqueue(batch) })
+        do {
+            try w.start()
+            lock.withLock { watcher = w }
+        } catch {
+            logger.warning("cannot watch the folder (\(error)); relying on periodic rescans")
+        }
+    }
+
+    /// Merges `batch` into the pending work and makes sure a scan will run.
+    func enqueue(_ batch: WatchBatch) {
+        let run: Bool = lock.withLock {
+            if stopped { return false }
+            pending.paths.formUnion(batch.paths)
+            pending.rescanAll = pending.rescanAll || batch.rescanAll || batch.paths.contains(".syncignore")
+            if scanQueued { return false }
+            scanQueued = true
+            return true
+        }
+        if run { queue.async { self.drain() } }
+    }
+
+    private func drain() {
+        while true {
+            let work: WatchBatch? = lock.withLock {
+                if pending.isEmpty || stopped { scanQueued = false; return nil }
+                defer { pending = WatchBatch() }
+                return pending
+            }
+            guard let work else { return }
+            scan(work)
+        }
+    }
+
+    private func scan(_ work: WatchBatch) {
+        guard let scanner else { return }
+        let started = DispatchTime.now().uptimeNanoseconds
+        let wasError: Bool = lock.withLock {
+            let e = { if case .error = state { return true } else { return false } }()
+            if work.rescanAll { state = .scanning }
+            return e
+        }
+        let rules = Self.loadIgnore(fs)
+        lock.withLock { ignore = rules }
+        do {
+            let baseline: any ScanBaseline
+            if work.rescanAll {
+                baseline = SnapshotBaseline(try store.scanSnapshot(folder: record.id).mapValues {
+                    IndexedState(metadata: $0.metadata, deleted: $0.deleted)
+                })
+            } else {
+                baseline = StoreBaseline(store: store, folder: record.id)
+            }
+            let report = try scanner.scan(roots: work.rescanAll ? [""] : Array(work.paths), baseline: baseline,
+                                          ignore: rules,
+                                          isCancelled: { [unowned self] in lock.withLock { stopped } }) { batch in
+                try store.recordLocalChanges(batch, folder: record.id, device: device)
+            }
+            for e in report.errors { logger.warning("scan: \(e)") }
+            if !report.unstable.isEmpty {
+                logger.debug("files still changing, will rescan: \(report.unstable.prefix(5))")
+                queue.asyncAfter(deadline: .now() + 1) { [weak self] in
+                    self?.enqueue(WatchBatch(paths: Set(report.unstable)))
+                }
+            }
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+            if work.rescanAll || report.changes > 0 {
+                logger.info("scan: \(report.changes) changes, \(report.hashedFiles) files hashed (\(report.hashedBytes) bytes) in \(String(format: "%.1f", ms)) ms")
+            }
+            lock.withLock { state = .idle }
+            if wasError && work.rescanAll {
+                logger.notice("folder root is back; resuming")
+                watcher?.stop()
+                lock.withLock { watcher = nil }
+                startWatcher()
+            }
+        } catch ScanError.cancelled {
+            return
+        } catch {
+            // Never record mass deletions because the root vanished or a mount went away.
+            logger.error("\(error); the folder is paused until its root is back")
+            lock.withLock { state = .error("\(error)") }
+        }
+    }
+
+    private func scheduleRescan() {
+        let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
+        let base = configuration.rescanInterval
+        t.setEventHandler { [weak self] in
+            guard let self else { return }
+            let degraded = self.watcher?.isDegraded ?? true
+            self.enqueue(WatchBatch(rescanAll: true))
+            // ±10 % jitter so many folders/peers do not rescan in lockstep; faster when blind.
+            let next = degraded ? min(base, self.configuration.degradedRescanInterval) : base * Double.random(in: 0.9...1.1)
+            t.schedule(deadline: .now() + next)
+        }
+        t.schedule(deadline: .now() + min(base * Double.random(in: 0.9...1.1), watcher == nil ? configuration.degradedRescanInterval : .infinity))
+        t.resume()
+        timer = t
+    }
+
+    static func loadIgnore(_ fs: POSIXFileSystem) -> IgnoreRules {
+        guard let bytes = try? fs.readSmallFile(".syncignore") else { return .empty }
+        return IgnoreRules(parsing: String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+/// The index seen through the store, path by path (incremental scans touch few paths).
+struct StoreBaseline: ScanBaseline {
+    let store: IndexStore
+    let folder: Int64
+
+    func state(of path: String) -> IndexedState? {
+        (try? store.scanState(folder: folder, path: path)).flatMap { $0 }.map { IndexedState(metadata: $0.metadata, deleted: $0.deleted) }
+    }
+
+    func livePaths(under directory: String) -> [String] {
+        (try? store.livePaths(folder: folder, under: directory)) ?? []
+    }
+}

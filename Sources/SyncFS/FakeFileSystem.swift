@@ -1,0 +1,148 @@
+import SyncCore
+
+/// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory.
+/// Each write bumps a fake clock so mtime/ctime change like on a real disk.
+public final class FakeFileSystem: FileSystem, @unchecked Sendable {
+    private struct Node {
+        var metadata: FileMetadata
+        var content: [UInt8] = []
+    }
+
+    private var nodes: [String: Node] = [:]
+    private var clock: Int64 = 1_000_000_000
+    private var nextInode: UInt64 = 2
+    private let lock = Lock()
+    /// Called after each read of a file; tests use it to modify a file while it is being hashed.
+    public var onRead: ((String) -> Void)?
+
+    public init() {
+        nodes[""] = Node(metadata: FileMetadata(kind: .directory, size: 0, mode: 0o755, mtimeNs: clock, ctimeNs: clock, inode: 1))
+    }
+
+    public func write(_ path: String, _ content: [UInt8], mode: UInt32 = 0o644) {
+        lock.withLock {
+            makeParents(path)
+            let inode = nodes[path]?.metadata.inode ?? allocateInode()
+            clock += 1000
+            nodes[path] = Node(metadata: FileMetadata(kind: .file, size: Int64(content.count), mode: mode,
+                                                      mtimeNs: clock, ctimeNs: clock, inode: inode), content: content)
+        }
+    }
+
+    public func mkdir(_ path: String, mode: UInt32 = 0o755) {
+        lock.withLock {
+            makeParents(path)
+            clock += 1000
+            if nodes[path] == nil {
+                nodes[path] = Node(metadata: FileMetadata(kind: .directory, size: 0, mode: mode, mtimeNs: clock, ctimeNs: clock, inode: allocateInode()))
+            }
+        }
+    }
+
+    public func symlink(_ path: String, target: String) {
+        lock.withLock {
+            makeParents(path)
+            clock += 1000
+            nodes[path] = Node(metadata: FileMetadata(kind: .symlink, size: Int64(target.utf8.count), mode: 0o777,
+                                                      mtimeNs: clock, ctimeNs: clock, inode: allocateInode(), symlinkTarget: target))
+        }
+    }
+
+    public func chmod(_ path: String, _ mode: UInt32) {
+        lock.withLock {
+            clock += 1000
+            nodes[path]?.metadata.mode = mode
+            nodes[path]?.metadata.ctimeNs = clock
+        }
+    }
+
+    /// Removes a path and everything below it.
+    public func remove(_ path: String) {
+        lock.withLock { nodes = nodes.filter { !RelativePath.isWithin($0.key, path) } }
+    }
+
+    public func rename(_ from: String, _ to: String) {
+        lock.withLock {
+            var moved: [String: Node] = [:]
+            for (p, n) in nodes where RelativePath.isWithin(p, from) {
+                moved[to + String(p.dropFirst(from.count))] = n
+            }
+            nodes = nodes.filter { !RelativePath.isWithin($0.key, from) && !RelativePath.isWithin($0.key, to) }
+            nodes.merge(moved) { $1 }
+        }
+    }
+
+    public func metadata(_ path: String) throws -> FileMetadata? {
+        lock.withLock { nodes[path]?.metadata }
+    }
+
+    public func list(_ directory: String) throws -> [String] {
+        try lock.withLock {
+            guard let d = nodes[directory] else {
+                throw FileSystemError(path: directory, operation: "opendir", errno: 2, message: "No such file or directory")
+            }
+            guard d.metadata.kind == .directory else {
+                throw FileSystemError(path: directory, operation: "opendir", errno: 20, message: "Not a directory")
+            }
+            return nodes.keys.filter { !$0.isEmpty && RelativePath.parent(of: $0) == directory }
+                .map { String($0.split(separator: "/").last!) }
+        }
+    }
+
+    public func openForReading(_ path: String) throws -> any FileReader {
+        try lock.withLock {
+            guard let n = nodes[path], n.metadata.kind == .file else {
+                throw FileSystemError(path: path, operation: "open", errno: 2, message: "No such file or directory")
+            }
+            return Reader(fs: self, path: path, content: n.content, metadata: n.metadata)
+        }
+    }
+
+    private func makeParents(_ path: String) {
+        var parent = RelativePath.parent(of: path)
+        var missing: [String] = []
+        while !parent.isEmpty && nodes[parent] == nil {
+            missing.append(parent)
+            parent = RelativePath.parent(of: parent)
+        }
+        for p in missing.reversed() {
+            nodes[p] = Node(metadata: FileMetadata(kind: .directory, size: 0, mode: 0o755, mtimeNs: clock, ctimeNs: clock, inode: allocateInode()))
+        }
+    }
+
+    private func allocateInode() -> UInt64 {
+        nextInode += 1
+        return nextInode
+    }
+
+    fileprivate func current(_ path: String) -> FileMetadata? {
+        lock.withLock { nodes[path]?.metadata }
+    }
+
+    /// Reads see the content as it was at open (like an unlinked-and-replaced file); fstat sees
+    /// the current metadata, which is how a scanner notices a file that changed while hashed.
+    private final class Reader: FileReader {
+        let fs: FakeFileSystem
+        let path: String
+        let content: [UInt8]
+        let opened: FileMetadata
+        var offset = 0
+
+        init(fs: FakeFileSystem, path: String, content: [UInt8], metadata: FileMetadata) {
+            self.fs = fs; self.path = path; self.content = content; self.opened = metadata
+        }
+
+        func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+            let n = min(buffer.count, content.count - offset)
+            if n > 0 {
+                content.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: n) }
+                offset += n
+            }
+            fs.onRead?(path)
+            return n
+        }
+
+        func metadata() throws -> FileMetadata { fs.current(path) ?? opened }
+        func close() {}
+    }
+}

@@ -1,0 +1,60 @@
+import GRDB
+
+/// The index schema. Migrations are frozen once shipped: never edit one, add a new one.
+///
+/// - `folder`: one row per shared folder on this device. `secret` is the text form of the secret
+///   this device holds (the home directory is 0700 and the database 0600). `sequence` is the
+///   folder's local sequence: it increases by one for every change recorded in `file`.
+/// - `file`: the latest known state of each path of a folder. Deleted paths stay as tombstones
+///   (`deleted = 1`) so the deletion can be announced. `version` is the encoded version vector,
+///   `sequence` the folder sequence at which this row last changed (so "everything after N" is an
+///   index range scan), `chunks` the encoded chunk list (36 bytes per chunk: id, u32 LE size).
+/// - `chunk`: where each chunk can be found locally (file row, byte offset), so a pull can copy a
+///   chunk from any local file instead of fetching it (renames and moves cost nothing).
+enum IndexSchema {
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE folder (
+                    id INTEGER PRIMARY KEY,
+                    path TEXT NOT NULL UNIQUE,
+                    folder_id TEXT NOT NULL UNIQUE,
+                    access TEXT NOT NULL,
+                    secret TEXT NOT NULL,
+                    chunker_version INTEGER NOT NULL,
+                    sequence INTEGER NOT NULL DEFAULT 0,
+                    created_ns INTEGER NOT NULL
+                ) STRICT;
+
+                CREATE TABLE file (
+                    id INTEGER PRIMARY KEY,
+                    folder INTEGER NOT NULL REFERENCES folder(id) ON DELETE CASCADE,
+                    path TEXT NOT NULL,
+                    kind INTEGER NOT NULL,
+                    size INTEGER NOT NULL,
+                    mode INTEGER NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    ctime_ns INTEGER NOT NULL,
+                    inode INTEGER NOT NULL,
+                    symlink_target TEXT,
+                    deleted INTEGER NOT NULL DEFAULT 0,
+                    version BLOB NOT NULL,
+                    sequence INTEGER NOT NULL,
+                    chunks BLOB NOT NULL,
+                    UNIQUE (folder, path)
+                ) STRICT;
+                CREATE INDEX file_by_sequence ON file(folder, sequence);
+
+                CREATE TABLE chunk (
+                    id BLOB NOT NULL,
+                    file INTEGER NOT NULL REFERENCES file(id) ON DELETE CASCADE,
+                    offset INTEGER NOT NULL,
+                    PRIMARY KEY (id, file, offset)
+                ) STRICT, WITHOUT ROWID;
+                CREATE INDEX chunk_by_file ON chunk(file);
+                """)
+        }
+        return m
+    }
+}

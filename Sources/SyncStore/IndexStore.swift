@@ -1,0 +1,325 @@
+import Foundation
+import GRDB
+import SyncCore
+
+/// A folder this device shares, as recorded in the index.
+public struct FolderRecord: Sendable, Equatable {
+    public var id: Int64
+    public var path: String
+    public var folderID: String
+    public var access: String
+    public var secret: String
+    public var chunkerVersion: Int
+    public var sequence: Int64
+}
+
+public struct FolderStats: Sendable, Equatable {
+    public var files = 0
+    public var directories = 0
+    public var symlinks = 0
+    public var bytes: Int64 = 0
+    public var deleted = 0
+    public var sequence: Int64 = 0
+
+    public init(files: Int = 0, directories: Int = 0, symlinks: Int = 0, bytes: Int64 = 0, deleted: Int = 0, sequence: Int64 = 0) {
+        self.files = files; self.directories = directories; self.symlinks = symlinks
+        self.bytes = bytes; self.deleted = deleted; self.sequence = sequence
+    }
+}
+
+/// Where a chunk's bytes can be read locally.
+public struct ChunkLocation: Sendable, Equatable {
+    public var folderPath: String
+    public var path: String
+    public var offset: Int64
+}
+
+public enum StoreError: Error, Equatable, CustomStringConvertible {
+    case folderPathTaken(String)
+    case folderIDTaken(String)
+    case noSuchFolder(String)
+
+    public var description: String {
+        switch self {
+        case .folderPathTaken(let p): return "\(p) is already a shared folder"
+        case .folderIDTaken(let p): return "this secret's folder is already shared at \(p)"
+        case .noSuchFolder(let p): return "\(p) is not a shared folder"
+        }
+    }
+}
+
+/// The one façade over the SQLite index (WAL, STRICT tables, frozen migrations).
+/// Every method is one transaction; methods are named for intent, not for tables.
+public struct IndexStore: Sendable {
+    private let writer: any DatabaseWriter
+
+    /// Opens (creating if needed) the index at `path` in WAL mode and runs pending migrations.
+    public init(path: String) throws {
+        var config = Configuration()
+        config.prepareDatabase { db in
+            // WAL + NORMAL: a crash (kill -9) never corrupts or tears a transaction; only a power
+            // loss may drop the last commits, which the next scan re-derives from the disk.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        let pool = try DatabasePool(path: path, configuration: config)
+        try IndexSchema.migrator.migrate(pool)
+        writer = pool
+    }
+
+    /// A private in-memory index, for tests.
+    public static func inMemory() throws -> IndexStore {
+        try IndexStore(writer: DatabaseQueue())
+    }
+
+    private init(writer: any DatabaseWriter) throws {
+        try IndexSchema.migrator.migrate(writer)
+        self.writer = writer
+    }
+
+    // MARK: folders
+
+    public func addFolder(path: String, folderID: String, access: String, secret: String,
+                          chunkerVersion: Int) throws -> FolderRecord {
+        try writer.write { db in
+            if let other = try String.fetchOne(db, sql: "SELECT path FROM folder WHERE folder_id = ?", arguments: [folderID]) {
+                throw StoreError.folderIDTaken(other)
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM folder WHERE path = ?", arguments: [path]) == true {
+                throw StoreError.folderPathTaken(path)
+            }
+            try db.execute(sql: """
+                INSERT INTO folder (path, folder_id, access, secret, chunker_version, created_ns)
+                VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [path, folderID, access, secret, chunkerVersion,
+                                 Int64(Date().timeIntervalSince1970 * 1e9)])
+            return FolderRecord(id: db.lastInsertedRowID, path: path, folderID: folderID, access: access,
+                                secret: secret, chunkerVersion: chunkerVersion, sequence: 0)
+        }
+    }
+
+    /// Forgets a folder and its whole index (the files on disk are not touched).
+    public func removeFolder(id: Int64) throws {
+        try writer.write { db in
+            try db.execute(sql: "DELETE FROM chunk WHERE file IN (SELECT id FROM file WHERE folder = ?)", arguments: [id])
+            try db.execute(sql: "DELETE FROM file WHERE folder = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM folder WHERE id = ?", arguments: [id])
+        }
+    }
+
+    public func folders() throws -> [FolderRecord] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, path, folder_id, access, secret, chunker_version, sequence FROM folder ORDER BY id")
+                .map { FolderRecord(id: $0[0], path: $0[1], folderID: $0[2], access: $0[3], secret: $0[4],
+                                    chunkerVersion: $0[5], sequence: $0[6]) }
+        }
+    }
+
+    // MARK: files
+
+    /// What the index knows of every path of a folder, for a scan to compare against.
+    public func scanSnapshot(folder: Int64) throws -> [String: (metadata: FileMetadata, deleted: Bool)] {
+        try writer.read { db in
+            var out: [String: (metadata: FileMetadata, deleted: Bool)] = [:]
+            let rows = try Row.fetchCursor(db, sql: """
+                SELECT path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted
+                FROM file WHERE folder = ?
+                """, arguments: [folder])
+            while let r = try rows.next() {
+                out[r[0]] = (Self.metadata(r, from: 1), r[8])
+            }
+            return out
+        }
+    }
+
+    /// Records local changes in one transaction: each real change bumps the folder sequence and
+    /// the entry's version vector (by `device`). Returns the folder's sequence afterwards.
+    @discardableResult
+    public func recordLocalChanges(_ changes: [LocalChange], folder: Int64, device: ShortDeviceID) throws -> Int64 {
+        try writer.write { db in
+            var sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
+            let lookup = try db.cachedStatement(sql: "SELECT id, version, deleted, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM file WHERE folder = ? AND path = ?")
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
+                    mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode,
+                    symlink_target = excluded.symlink_target, deleted = excluded.deleted, version = excluded.version,
+                    sequence = excluded.sequence, chunks = excluded.chunks
+                RETURNING id
+                """)
+            let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
+            let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
+
+            for change in changes {
+                let existing = try Row.fetchOne(lookup, arguments: [folder, change.path])
+                let oldVersion = existing.flatMap { VersionVector(encoded: [UInt8]($0[1] as Data)) } ?? VersionVector()
+                let wasDeleted: Bool = existing?[2] ?? true
+                let metadata: FileMetadata
+                let chunks: [ChunkRef]
+                let deleted: Bool
+                switch change {
+                case .present(_, let m, let c):
+                    // Metadata-only noise (same content, same bits) is not a new version.
+                    if let e = existing, !wasDeleted, Self.metadata(e, from: 3).sameContent(as: m),
+                       ChunkListCodec.decode([UInt8](e[10] as Data)) == c {
+                        if Self.metadata(e, from: 3) != m { try Self.refreshStat(db, id: e[0], m) }
+                        continue
+                    }
+                    metadata = m; chunks = c; deleted = false
+                case .removed:
+                    guard let e = existing, !wasDeleted else { continue }
+                    metadata = Self.metadata(e, from: 3); chunks = []; deleted = true
+                }
+                sequence += 1
+                let version = oldVersion.incremented(by: device)
+                let id = try Int64.fetchOne(upsert, arguments: [
+                    folder, change.path, Int64(metadata.kind.rawValue), metadata.size, Int64(metadata.mode),
+                    metadata.mtimeNs, metadata.ctimeNs, Int64(bitPattern: metadata.inode), metadata.symlinkTarget,
+                    deleted, Data(version.encoded), sequence, Data(ChunkListCodec.encode(chunks))])!
+                try dropChunks.execute(arguments: [id])
+                var offset: Int64 = 0
+                for c in chunks {
+                    try addChunk.execute(arguments: [Data(c.id.bytes), id, offset])
+                    offset += Int64(c.size)
+                }
+            }
+            try db.execute(sql: "UPDATE folder SET sequence = ? WHERE id = ?", arguments: [sequence, folder])
+            return sequence
+        }
+    }
+
+    /// Scan-relevant state of one path (nil when the index never saw it).
+    public func scanState(folder: Int64, path: String) throws -> (metadata: FileMetadata, deleted: Bool)? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted FROM file
+                WHERE folder = ? AND path = ?
+                """, arguments: [folder, path]).map { (Self.metadata($0, from: 0), $0[7]) }
+        }
+    }
+
+    /// Live (not deleted) paths at or below `directory` ("" = the whole folder).
+    public func livePaths(folder: Int64, under directory: String) throws -> [String] {
+        try writer.read { db in
+            if directory.isEmpty {
+                return try String.fetchAll(db, sql: "SELECT path FROM file WHERE folder = ? AND deleted = 0", arguments: [folder])
+            }
+            // Descendants of "d" sort between "d/" and "d0" ('0' follows '/' in byte order).
+            return try String.fetchAll(db, sql: """
+                SELECT path FROM file WHERE folder = ? AND deleted = 0 AND (path = ? OR (path >= ? AND path < ?))
+                """, arguments: [folder, directory, directory + "/", directory + "0"])
+        }
+    }
+
+    public func entry(folder: Int64, path: String) throws -> FileEntry? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: "SELECT \(Self.entryColumns) FROM file WHERE folder = ? AND path = ?",
+                             arguments: [folder, path]).map(Self.entry)
+        }
+    }
+
+    /// Entries changed after `sequence`, oldest first: what a peer that saw `sequence` still needs.
+    public func entries(folder: Int64, after sequence: Int64, limit: Int = Int.max) throws -> [FileEntry] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT \(Self.entryColumns) FROM file WHERE folder = ? AND sequence > ? ORDER BY sequence LIMIT ?
+                """, arguments: [folder, sequence, Int64(min(limit, Int(Int64.max)))]).map(Self.entry)
+        }
+    }
+
+    public func stats(folder: Int64) throws -> FolderStats {
+        try writer.read { db in
+            var s = FolderStats()
+            s.sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT kind, deleted, count(*), total(size) FROM file WHERE folder = ? GROUP BY kind, deleted
+                """, arguments: [folder])
+            for r in rows {
+                let n: Int = r[2]
+                if r[1] as Bool { s.deleted += n; continue }
+                switch FileKind(rawValue: UInt8(r[0] as Int64)) {
+                case .file: s.files += n; s.bytes += Int64(r[3] as Double)
+                case .directory: s.directories += n
+                case .symlink: s.symlinks += n
+                case nil: break
+                }
+            }
+            return s
+        }
+    }
+
+    /// A local copy of a chunk, if any live file holds it.
+    public func locateChunk(_ id: ChunkID) throws -> ChunkLocation? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT folder.path, file.path, chunk.offset FROM chunk
+                JOIN file ON file.id = chunk.file JOIN folder ON folder.id = file.folder
+                WHERE chunk.id = ? LIMIT 1
+                """, arguments: [Data(id.bytes)]).map { ChunkLocation(folderPath: $0[0], path: $0[1], offset: $0[2]) }
+        }
+    }
+
+    /// Checks the index's invariants; returns a list of problems (empty when consistent).
+    /// Used after crashes in tests, and by `syncd` at start-up to refuse a damaged index.
+    public func verify(folder: Int64) throws -> [String] {
+        try writer.read { db in
+            var problems: [String] = []
+            let integrity = try String.fetchAll(db, sql: "PRAGMA integrity_check")
+            if integrity != ["ok"] { problems.append("sqlite integrity: \(integrity.joined(separator: "; "))") }
+            let sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
+            let maxSeq = try Int64.fetchOne(db, sql: "SELECT max(sequence) FROM file WHERE folder = ?", arguments: [folder]) ?? 0
+            if maxSeq > sequence { problems.append("file sequence \(maxSeq) above folder sequence \(sequence)") }
+            let dupSeq = try Int.fetchOne(db, sql: "SELECT count(*) - count(DISTINCT sequence) FROM file WHERE folder = ?", arguments: [folder]) ?? 0
+            if dupSeq != 0 { problems.append("\(dupSeq) duplicate sequence numbers") }
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, path, kind, size, deleted, chunks FROM file WHERE folder = ?", arguments: [folder])
+            let countChunks = try db.cachedStatement(sql: "SELECT count(*) FROM chunk WHERE file = ?")
+            while let r = try rows.next() {
+                let path: String = r[1]
+                guard let chunks = ChunkListCodec.decode([UInt8](r[5] as Data)) else {
+                    problems.append("\(path): undecodable chunk list"); continue
+                }
+                let isFile = (r[2] as Int64) == Int64(FileKind.file.rawValue) && !(r[4] as Bool)
+                let total = chunks.reduce(Int64(0)) { $0 + Int64($1.size) }
+                if isFile && total != (r[3] as Int64) { problems.append("\(path): chunks cover \(total) of \(r[3] as Int64) bytes") }
+                if !isFile && !chunks.isEmpty { problems.append("\(path): chunks on a non-file entry") }
+                let mapped = try Int.fetchOne(countChunks, arguments: [r[0] as Int64]) ?? 0
+                if mapped != Set(chunks.enumerated().map { "\($0.element.id)@\($0.offset)" }).count {
+                    problems.append("\(path): chunk map has \(mapped) rows for \(chunks.count) chunks")
+                }
+            }
+            return problems
+        }
+    }
+
+    // MARK: row mapping
+
+    private static let entryColumns = "path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks"
+
+    private static func entry(_ r: Row) -> FileEntry {
+        FileEntry(path: r[0], metadata: metadata(r, from: 1), deleted: r[8],
+                  version: VersionVector(encoded: [UInt8](r[9] as Data)) ?? VersionVector(),
+                  sequence: r[10], chunks: ChunkListCodec.decode([UInt8](r[11] as Data)) ?? [])
+    }
+
+    /// Reads kind, size, mode, mtime, ctime, inode, symlink target starting at column `i`.
+    private static func metadata(_ r: Row, from i: Int) -> FileMetadata {
+        FileMetadata(kind: FileKind(rawValue: UInt8(r[i] as Int64)) ?? .file, size: r[i + 1],
+                     mode: UInt32(truncatingIfNeeded: r[i + 2] as Int64), mtimeNs: r[i + 3], ctimeNs: r[i + 4],
+                     inode: UInt64(bitPattern: r[i + 5] as Int64), symlinkTarget: r[i + 6])
+    }
+
+    private static func refreshStat(_ db: Database, id: Int64, _ m: FileMetadata) throws {
+        try db.execute(sql: "UPDATE file SET mtime_ns = ?, ctime_ns = ?, inode = ? WHERE id = ?",
+                       arguments: [m.mtimeNs, m.ctimeNs, Int64(bitPattern: m.inode), id])
+    }
+}
+
+extension FileMetadata {
+    /// Same content and same synced attributes (kind, size, mode, mtime, link target); ctime and
+    /// inode are local-only and do not make a new version.
+    func sameContent(as other: FileMetadata) -> Bool {
+        if kind == .directory { return other.kind == .directory && mode == other.mode }
+        return kind == other.kind && size == other.size && mode == other.mode && mtimeNs == other.mtimeNs
+            && symlinkTarget == other.symlinkTarget
+    }
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SyncDaemon
+
+struct DaemonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "daemon", abstract: "Run the syncd daemon in the foreground.")
+
+    @OptionGroup var home: HomeOption
+
+    @Option(help: "Address for gossip (UDP) and peer sessions (TCP), HOST:PORT.")
+    var listen: String = "0.0.0.0:7700"
+
+    @Option(help: "A member to join, HOST:PORT (repeatable).")
+    var join: [String] = []
+
+    @Option(help: "Full rescan interval in seconds (safety net behind inotify; jittered ±10%).")
+    var rescanInterval: Double = 3600
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \(logLevel)") }
+        for address in [listen] + join where address.split(separator: ":").count < 2 {
+            throw ValidationError("\(address) is not HOST:PORT")
+        }
+        guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive") }
+    }
+
+    func run() throws {
+        let level = Logger.Level(rawValue: logLevel)!
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var config = DaemonConfiguration(home: home.resolved)
+        config.listen = listen
+        config.join = join
+        config.rescanInterval = rescanInterval
+        let logger = Logger(label: "syncd")
+        do {
+            let daemon = try Daemon(configuration: config, logger: logger)
+            try daemon.run()
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}
