@@ -34,6 +34,7 @@ final class FolderService: @unchecked Sendable {
     private var watcher: InotifyWatcher?
     private var timer: DispatchSourceTimer?
     private let queue: DispatchQueue
+    private let writeQueue: DispatchQueue
 
     private let lock = Lock()
     private var state: State = .idle
@@ -54,6 +55,7 @@ final class FolderService: @unchecked Sendable {
         self.logger = logger
         self.fs = POSIXFileSystem(root: record.path)
         self.queue = DispatchQueue(label: "syncd.folder.\(record.id)")
+        self.writeQueue = DispatchQueue(label: "syncd.folder.\(record.id).index")
         // Storage peers hold sealed data only: there is no plaintext folder to index.
         if let gear = keys.chunkerGear, let idKey = keys.chunkIDKey {
             scanner = FolderScanner(fs: fs, hasher: FileHasher(chunker: FastCDC(gear: gear), ids: ChunkHasher(key: idKey)))
@@ -139,11 +141,22 @@ final class FolderService: @unchecked Sendable {
             } else {
                 baseline = StoreBaseline(store: store, folder: record.id)
             }
-            let report = try scanner.scan(roots: work.rescanAll ? [""] : Array(work.paths), baseline: baseline,
-                                          ignore: rules,
-                                          isCancelled: { [unowned self] in lock.withLock { stopped } }) { batch in
+            // Index writes overlap the walk and hashing: one core commits batch N to SQLite while
+            // the other hashes batch N+1. At most two batches wait, so memory stays bounded.
+            let writes = BatchWriter(queue: writeQueue) { [store, record, device] batch in
                 try store.recordLocalChanges(batch, folder: record.id, device: device)
             }
+            let report: ScanReport
+            do {
+                report = try scanner.scan(roots: work.rescanAll ? [""] : Array(work.paths), baseline: baseline,
+                                          ignore: rules,
+                                          isCancelled: { [unowned self] in lock.withLock { stopped } },
+                                          emit: writes.submit)
+            } catch {
+                try? writes.finish()
+                throw error
+            }
+            try writes.finish()
             for e in report.errors { logger.warning("scan: \(e)") }
             if !report.unstable.isEmpty {
                 logger.debug("files still changing, will rescan: \(report.unstable.prefix(5))")
@@ -190,6 +203,38 @@ final class FolderService: @unchecked Sendable {
     static func loadIgnore(_ fs: POSIXFileSystem) -> IgnoreRules {
         guard let bytes = try? fs.readSmallFile(".syncignore") else { return .empty }
         return IgnoreRules(parsing: String(decoding: bytes, as: UTF8.self))
+    }
+}
+
+/// Commits scan batches on a serial queue, in order, with at most `depth` batches in flight.
+/// The first failure is re-thrown to the scanner on its next submit and by `finish`.
+final class BatchWriter: @unchecked Sendable {
+    private let queue: DispatchQueue
+    private let write: ([LocalChange]) throws -> Void
+    private let slots: DispatchSemaphore
+    private let lock = Lock()
+    private var failure: Error?
+
+    init(queue: DispatchQueue, depth: Int = 2, write: @escaping ([LocalChange]) throws -> Void) {
+        self.queue = queue
+        self.write = write
+        self.slots = DispatchSemaphore(value: depth)
+    }
+
+    func submit(_ batch: [LocalChange]) throws {
+        if let f = lock.withLock({ failure }) { throw f }
+        slots.wait()
+        queue.async { [self] in
+            defer { slots.signal() }
+            guard lock.withLock({ failure }) == nil else { return }
+            do { try write(batch) } catch { lock.withLock { failure = error } }
+        }
+    }
+
+    /// Waits for every submitted batch to be committed.
+    func finish() throws {
+        queue.sync {}
+        if let f = lock.withLock({ failure }) { throw f }
     }
 }
 

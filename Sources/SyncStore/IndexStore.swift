@@ -60,6 +60,8 @@ public struct IndexStore: Sendable {
             // WAL + NORMAL: a crash (kill -9) never corrupts or tears a transaction; only a power
             // loss may drop the last commits, which the next scan re-derives from the disk.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // 16 MiB page cache: the chunk map's random keys otherwise thrash the 2 MiB default.
+            try db.execute(sql: "PRAGMA cache_size = -16384")
         }
         let pool = try DatabasePool(path: path, configuration: config)
         try IndexSchema.migrator.migrate(pool)
@@ -176,7 +178,7 @@ public struct IndexStore: Sendable {
                     folder, change.path, Int64(metadata.kind.rawValue), metadata.size, Int64(metadata.mode),
                     metadata.mtimeNs, metadata.ctimeNs, Int64(bitPattern: metadata.inode), metadata.symlinkTarget,
                     deleted, Data(version.encoded), sequence, Data(ChunkListCodec.encode(chunks))])!
-                try dropChunks.execute(arguments: [id])
+                if existing != nil { try dropChunks.execute(arguments: [id]) }
                 var offset: Int64 = 0
                 for c in chunks {
                     try addChunk.execute(arguments: [Data(c.id.bytes), id, offset])
