@@ -48,6 +48,9 @@ let package = Package(
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: shell),
+        // Every decoder of untrusted bytes as a fuzz target (see Docs/Fuzzing.md).
+        .target(name: "SyncFuzz", dependencies: ["SyncCore", "SyncSecurity", "SyncWire"], swiftSettings: strict),
+        .executableTarget(name: "syncd-fuzz", dependencies: ["SyncFuzz"], swiftSettings: strict),
         .executableTarget(name: "syncd",
                           dependencies: ["SyncDaemon", "SyncSecurity",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -56,6 +59,7 @@ let package = Package(
         .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),
         .testTarget(name: "SyncWireTests", dependencies: ["SyncWire"]),
+        .testTarget(name: "SyncFuzzTests", dependencies: ["SyncFuzz"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         .testTarget(name: "IntegrationTests", dependencies: ["SyncDaemon"]),
     ]

@@ -1,0 +1,126 @@
+import SyncCore
+import SyncSecurity
+import SyncWire
+
+/// Each decoder that reads bytes from the network, the disk or the user, as a function that must
+/// never crash, hang or allocate without bound on any input. Used by the seeded-mutation pass in
+/// `swift test` and by the libFuzzer entry point `syncd-fuzz` (Docs/Fuzzing.md).
+public enum FuzzTargets {
+    public struct Target: Sendable {
+        public let name: String
+        /// Valid inputs to start mutating from.
+        public let seeds: @Sendable () -> [[UInt8]]
+        public let run: @Sendable ([UInt8]) -> Void
+    }
+
+    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID]
+
+    public static func named(_ name: String) -> Target? { all.first { $0.name == name } }
+
+    static let frames = Target(name: "frames", seeds: {
+        [FrameDecoder.encode([1, 2, 3]) + FrameDecoder.encode(Array(repeating: 9, count: 40))]
+    }) { input in
+        var d = FrameDecoder(maxFrameSize: 4096)
+        // Feed in two pieces to exercise partial frames.
+        let cut = input.isEmpty ? 0 : Int(input[0]) % (input.count + 1)
+        d.feed(input[..<cut])
+        do {
+            while let f = try d.next() { precondition(!f.isEmpty && f.count <= 4096) }
+            d.feed(input[cut...])
+            while let f = try d.next() { precondition(!f.isEmpty && f.count <= 4096) }
+        } catch {}
+    }
+
+    static let transportKey = [UInt8](repeating: 0x42, count: 32)
+
+    static let transport = Target(name: "transport", seeds: {
+        var c = TransportCipher(sendKey: transportKey, receiveKey: transportKey)
+        return [c.seal(Array("hello".utf8))]
+    }) { input in
+        var c = TransportCipher(sendKey: transportKey, receiveKey: transportKey)
+        _ = try? c.open(input)
+    }
+
+    static let chunkList = Target(name: "chunk-list", seeds: {
+        [ChunkListCodec.encode([ChunkRef(id: ChunkID(w0: 1, w1: 2, w2: 3, w3: 4), size: 65536)])]
+    }) { input in
+        if let list = ChunkListCodec.decode(input) { precondition(ChunkListCodec.encode(list) == input) }
+    }
+
+    static let versionVector = Target(name: "version-vector", seeds: {
+        [VersionVector().incremented(by: 5).incremented(by: 9).encoded]
+    }) { input in
+        if let v = VersionVector(encoded: input) { _ = v.compare(v.incremented(by: 1)) }
+    }
+
+    static let folderSecret = Target(name: "folder-secret", seeds: {
+        let w = FolderSecret.generate()
+        return [Array(w.text.utf8), Array(w.storage().text.utf8)]
+    }) { input in
+        if let s = try? FolderSecret(parsing: String(decoding: input, as: UTF8.self)) {
+            precondition((try? FolderSecret(parsing: s.text)) == s)
+        }
+    }
+
+    static let deviceID = Target(name: "device-id", seeds: {
+        [Array(DeviceID(publicKey: Array(repeating: 1, count: 32)).description.utf8)]
+    }) { input in
+        if let id = try? DeviceID(parsing: String(decoding: input, as: UTF8.self)) {
+            precondition((try? DeviceID(parsing: id.description)) == id)
+        }
+    }
+}
+
+/// A deterministic mutator (xorshift64*): bit flips, byte sets, inserts, deletes, splices of
+/// interesting values and truncation — enough to walk decoders through their error paths.
+public struct Mutator {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
+
+    public mutating func next() -> UInt64 {
+        state ^= state >> 12
+        state ^= state << 25
+        state ^= state >> 27
+        return state &* 0x2545_F491_4F6C_DD1D
+    }
+
+    public mutating func below(_ n: Int) -> Int { n <= 1 ? 0 : Int(next() % UInt64(n)) }
+
+    private static let interesting: [[UInt8]] = [[0], [0xFF], [0x7F], [0x80], [0, 0, 0, 0], [0xFF, 0xFF, 0xFF, 0xFF],
+                                                  [0, 0, 0x10, 0], [0, 1, 0, 0], Array("-".utf8), Array("syncd-".utf8)]
+
+    public mutating func mutate(_ input: [UInt8]) -> [UInt8] {
+        var out = input
+        for _ in 0...below(4) {
+            switch below(7) {
+            case 0 where !out.isEmpty: out[below(out.count)] ^= UInt8(1 << below(8))
+            case 1 where !out.isEmpty: out[below(out.count)] = UInt8(truncatingIfNeeded: next())
+            case 2: out.insert(UInt8(truncatingIfNeeded: next()), at: below(out.count + 1))
+            case 3 where !out.isEmpty: out.remove(at: below(out.count))
+            case 4: out.insert(contentsOf: Self.interesting[below(Self.interesting.count)], at: below(out.count + 1))
+            case 5 where !out.isEmpty: out.removeLast(below(out.count) + 1)
+            default:
+                if out.count > 1 {
+                    let a = below(out.count), b = below(out.count)
+                    out.swapAt(a, b)
+                }
+            }
+        }
+        return out
+    }
+
+    /// Runs `count` mutated inputs (plus the seeds and a few random blobs) through `target`.
+    public static func run(_ target: FuzzTargets.Target, count: Int, seed: UInt64) {
+        var m = Mutator(seed: seed)
+        let seeds = target.seeds()
+        for s in seeds { target.run(s) }
+        var corpus = seeds
+        for i in 0..<count {
+            let base = corpus[m.below(corpus.count)]
+            let input = i % 64 == 0 ? (0..<m.below(64)).map { _ in UInt8(truncatingIfNeeded: m.next()) } : m.mutate(base)
+            target.run(input)
+            if i % 997 == 0 && corpus.count < 64 { corpus.append(input) }
+        }
+    }
+}
