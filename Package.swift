@@ -34,7 +34,7 @@ let package = Package(
                 dependencies: ["SyncCore", "CSyncCrypto", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         .target(name: "SyncWire",
-                dependencies: ["SyncCore", "SyncSecurity"],
+                dependencies: ["SyncCore", "SyncSecurity", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
         .target(name: "SyncStore",
                 dependencies: ["SyncCore", .product(name: "GRDB", package: "GRDB.swift")],

@@ -13,7 +13,7 @@ public enum FuzzTargets {
         public let run: @Sendable ([UInt8]) -> Void
     }
 
-    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID]
+    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID, sealedManifest, manifestEntries]
 
     public static func named(_ name: String) -> Target? { all.first { $0.name == name } }
 
@@ -68,6 +68,27 @@ public enum FuzzTargets {
         if let id = try? DeviceID(parsing: String(decoding: input, as: UTF8.self)) {
             precondition((try? DeviceID(parsing: id.description)) == id)
         }
+    }
+}
+
+extension FuzzTargets {
+    static let sampleEntries: [FileEntry] = [
+        FileEntry(path: "a/b.txt", metadata: FileMetadata(kind: .file, size: 3, mode: 0o644, mtimeNs: 1, ctimeNs: 0, inode: 0),
+                  version: VersionVector().incremented(by: 1), sequence: 1, chunks: [ChunkRef(id: ChunkID(w0: 1, w1: 1, w2: 1, w3: 1), size: 3)]),
+        FileEntry(path: "l", metadata: FileMetadata(kind: .symlink, size: 1, mode: 0o777, mtimeNs: 1, ctimeNs: 0, inode: 0, symlinkTarget: "a"),
+                  version: VersionVector().incremented(by: 1), sequence: 2),
+    ]
+
+    static let sealedManifest = Target(name: "sealed-manifest", seeds: {
+        [SealedManifest(header: .init(folderID: Array(repeating: 1, count: 32), origin: 1, indexID: 2, firstSequence: 1, lastSequence: 2),
+                        nonce: Array(repeating: 0, count: 12), ciphertext: ManifestCodec.encode(sampleEntries) + Array(repeating: 0, count: 16),
+                        signature: Array(repeating: 0, count: 64)).encoded]
+    }) { input in
+        if let m = try? SealedManifest(decoding: input) { precondition((try? SealedManifest(decoding: m.encoded)) == m) }
+    }
+
+    static let manifestEntries = Target(name: "manifest-entries", seeds: { [ManifestCodec.encode(sampleEntries)] }) { input in
+        if let e = try? ManifestCodec.decode(input) { precondition((try? ManifestCodec.decode(ManifestCodec.encode(e))) == e) }
     }
 }
 

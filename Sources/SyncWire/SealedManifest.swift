@@ -1,0 +1,255 @@
+@preconcurrency import Crypto
+import SyncCore
+import SyncSecurity
+
+/// The keys a manifest needs; RO peers have no signing key, storage peers no manifest key.
+public struct ManifestKeys: Sendable {
+    public var folderID: [UInt8]
+    public var publicKey: Curve25519.Signing.PublicKey
+    public var manifestKey: [UInt8]?
+    public var signingKey: Curve25519.Signing.PrivateKey?
+
+    public init(folderID: [UInt8], publicKey: Curve25519.Signing.PublicKey, manifestKey: [UInt8]?,
+                signingKey: Curve25519.Signing.PrivateKey?) {
+        self.folderID = folderID; self.publicKey = publicKey; self.manifestKey = manifestKey; self.signingKey = signingKey
+    }
+}
+
+/// A batch of index entries from one device's index, encrypted with the folder's manifest key and
+/// signed with the folder's Ed25519 key (Protocol/manifest.md). File names, sizes and chunk lists
+/// exist only inside the ciphertext. Anyone — storage peers too — can check the signature.
+public struct SealedManifest: Sendable, Equatable {
+    public static let magic: [UInt8] = Array("SYM1".utf8)
+    public static let maxEntries = 100_000
+
+    public struct Header: Sendable, Equatable {
+        public var folderID: [UInt8]        // 32
+        public var origin: ShortDeviceID    // whose index these entries are
+        public var indexID: UInt64          // changes when the origin's index is reset
+        public var firstSequence: UInt64
+        public var lastSequence: UInt64
+
+        public init(folderID: [UInt8], origin: ShortDeviceID, indexID: UInt64, firstSequence: UInt64, lastSequence: UInt64) {
+            self.folderID = folderID; self.origin = origin; self.indexID = indexID
+            self.firstSequence = firstSequence; self.lastSequence = lastSequence
+        }
+    }
+
+    public var header: Header
+    public var nonce: [UInt8]               // 12
+    public var ciphertext: [UInt8]
+    public var signature: [UInt8]           // 64
+
+    public enum Failure: Error, Equatable, CustomStringConvertible {
+        case cannotSign, cannotDecrypt, wrongFolder, badSignature, decryptFailed
+        case malformed(String)
+
+        public var description: String {
+            switch self {
+            case .cannotSign: return "only a read-write secret can sign manifests"
+            case .cannotDecrypt: return "a storage secret cannot read manifests"
+            case .wrongFolder: return "manifest is for another folder"
+            case .badSignature: return "manifest is not signed by the folder key"
+            case .decryptFailed: return "manifest does not decrypt under the folder's manifest key"
+            case .malformed(let why): return "malformed manifest: \(why)"
+            }
+        }
+    }
+
+    // MARK: sealing and opening
+
+    public static func seal(_ entries: [FileEntry], origin: ShortDeviceID, indexID: UInt64,
+                            keys: ManifestKeys) throws(Failure) -> SealedManifest {
+        guard let signer = keys.signingKey else { throw .cannotSign }
+        guard let mk = keys.manifestKey else { throw .cannotDecrypt }
+        let seqs = entries.map { UInt64($0.sequence) }
+        let header = Header(folderID: keys.folderID, origin: origin, indexID: indexID,
+                            firstSequence: seqs.min() ?? 0, lastSequence: seqs.max() ?? 0)
+        let nonce = (0..<12).map { _ in UInt8.random(in: 0...255) }
+        let headerBytes = encodeHeader(header)
+        let ciphertext = BulkAEAD(key: mk).seal(nonce: nonce, ad: headerBytes, plaintext: ManifestCodec.encode(entries))
+        let signed = signedBytes(headerBytes, nonce, ciphertext)
+        guard let sig = try? signer.signature(for: signed) else { throw .cannotSign }
+        return SealedManifest(header: header, nonce: nonce, ciphertext: ciphertext, signature: Array(sig))
+    }
+
+    /// Checks folder and signature only: what a storage peer can do before storing and serving.
+    public func verify(keys: ManifestKeys) throws(Failure) {
+        guard header.folderID == keys.folderID else { throw .wrongFolder }
+        let signed = Self.signedBytes(Self.encodeHeader(header), nonce, ciphertext)
+        guard keys.publicKey.isValidSignature(signature, for: signed) else { throw .badSignature }
+    }
+
+    /// Verifies, decrypts and decodes the entries (RW and RO peers).
+    public func open(keys: ManifestKeys) throws(Failure) -> [FileEntry] {
+        try verify(keys: keys)
+        guard let mk = keys.manifestKey else { throw .cannotDecrypt }
+        let plain: [UInt8]
+        do { plain = try BulkAEAD(key: mk).open(nonce: nonce, ad: Self.encodeHeader(header), ciphertext: ciphertext) } catch { throw .decryptFailed }
+        let entries: [FileEntry]
+        do { entries = try ManifestCodec.decode(plain) } catch { throw .malformed("\(error)") }
+        for e in entries where UInt64(e.sequence) < header.firstSequence || UInt64(e.sequence) > header.lastSequence {
+            throw .malformed("entry sequence \(e.sequence) outside the header's range")
+        }
+        return entries
+    }
+
+    // MARK: wire form
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter(capacity: 140 + ciphertext.count)
+        w.raw(Self.encodeHeader(header))
+        w.raw(nonce)
+        w.u32(UInt32(ciphertext.count))
+        w.raw(ciphertext)
+        w.raw(signature)
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(WireError) {
+        var r = ByteReader(bytes)
+        guard Array(try r.take(4)) == Self.magic else { throw .malformed("not a sealed manifest") }
+        header = Header(folderID: Array(try r.take(32)), origin: try r.u64(), indexID: try r.u64(),
+                        firstSequence: try r.u64(), lastSequence: try r.u64())
+        guard header.firstSequence <= header.lastSequence else { throw .malformed("sequence range reversed") }
+        nonce = Array(try r.take(12))
+        let n = Int(try r.u32())
+        ciphertext = Array(try r.take(n))
+        guard ciphertext.count >= BulkAEAD.tagSize else { throw .malformed("ciphertext shorter than its tag") }
+        signature = Array(try r.take(64))
+        try r.expectEnd()
+    }
+
+    public init(header: Header, nonce: [UInt8], ciphertext: [UInt8], signature: [UInt8]) {
+        self.header = header; self.nonce = nonce; self.ciphertext = ciphertext; self.signature = signature
+    }
+
+    static func encodeHeader(_ h: Header) -> [UInt8] {
+        var w = ByteWriter(capacity: 68)
+        w.raw(magic)
+        w.raw(h.folderID)
+        w.u64(h.origin)
+        w.u64(h.indexID)
+        w.u64(h.firstSequence)
+        w.u64(h.lastSequence)
+        return w.bytes
+    }
+
+    static func signedBytes(_ header: [UInt8], _ nonce: [UInt8], _ ciphertext: [UInt8]) -> [UInt8] {
+        var w = ByteWriter(capacity: header.count + 16 + ciphertext.count)
+        w.raw(header)
+        w.raw(nonce)
+        w.u32(UInt32(ciphertext.count))
+        w.raw(ciphertext)
+        return w.bytes
+    }
+}
+
+/// The plaintext inside a sealed manifest: a count, then entries (Protocol/manifest.md).
+public enum ManifestCodec {
+    public static func encode(_ entries: [FileEntry]) -> [UInt8] {
+        var w = ByteWriter(capacity: entries.count * 128)
+        w.u32(UInt32(entries.count))
+        for e in entries {
+            w.string(e.path)
+            w.u8(e.metadata.kind.rawValue)
+            w.u8(e.deleted ? 1 : 0)
+            w.u64(UInt64(bitPattern: e.metadata.size))
+            w.u32(e.metadata.mode)
+            w.u64(UInt64(bitPattern: e.metadata.mtimeNs))
+            w.string(e.metadata.symlinkTarget ?? "")
+            w.u16(UInt16(e.version.counters.count))
+            for c in e.version.counters { w.u64(c.device); w.u64(c.value) }
+            w.u64(UInt64(e.sequence))
+            w.u8(FastCDC.version)
+            w.u32(UInt32(e.chunks.count))
+            for c in e.chunks { withUnsafeTemporaryAllocation(byteCount: 32, alignment: 8) { c.id.write(to: $0.baseAddress!); w.raw(UnsafeRawBufferPointer($0)) }; w.u32(c.size) }
+        }
+        return w.bytes
+    }
+
+    /// Decodes and validates every entry: path rules, known kind, chunks covering the size.
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> [FileEntry] {
+        var r = ByteReader(bytes)
+        let count = try r.count32(itemSize: 40)
+        guard count <= SealedManifest.maxEntries else { throw .malformed("\(count) entries in one manifest") }
+        var out: [FileEntry] = []
+        out.reserveCapacity(count)
+        for _ in 0..<count {
+            let path = try r.string()
+            if let problem = RelativePath.validate(path) { throw .malformed("path \(path.debugDescription): \(problem)") }
+            guard let kind = FileKind(rawValue: try r.u8()) else { throw .malformed("unknown kind") }
+            let deletedByte = try r.u8()
+            guard deletedByte <= 1 else { throw .malformed("deleted flag \(deletedByte)") }
+            let size = Int64(bitPattern: try r.u64())
+            guard size >= 0 else { throw .malformed("negative size") }
+            let mode = try r.u32()
+            guard mode <= 0o7777 else { throw .malformed("mode \(mode)") }
+            let mtime = Int64(bitPattern: try r.u64())
+            let target = try r.string()
+            guard kind == .symlink || target.isEmpty else { throw .malformed("link target on a non-link") }
+            let vcount = Int(try r.u16())
+            guard vcount * 16 <= r.remaining else { throw .malformed("version vector longer than the message") }
+            var counters: [VersionVector.Counter] = []
+            for _ in 0..<vcount { counters.append(.init(device: try r.u64(), value: try r.u64())) }
+            let sequence = try r.u64()
+            guard sequence <= UInt64(Int64.max) else { throw .malformed("sequence out of range") }
+            let chunkerVersion = try r.u8()
+            guard chunkerVersion == FastCDC.version else { throw .malformed("chunker version \(chunkerVersion)") }
+            let ccount = try r.count32(itemSize: 36)
+            var chunks: [ChunkRef] = []
+            chunks.reserveCapacity(ccount)
+            var total: Int64 = 0
+            for _ in 0..<ccount {
+                let id = try r.take(32).withUnsafeBytes { ChunkID($0) }
+                let csize = try r.u32()
+                guard csize > 0 else { throw .malformed("empty chunk") }
+                total += Int64(csize)
+                chunks.append(ChunkRef(id: id, size: csize))
+            }
+            let deleted = deletedByte == 1
+            if kind == .file && !deleted {
+                guard total == size else { throw .malformed("chunks cover \(total) of \(size) bytes of \(path)") }
+            } else if !chunks.isEmpty {
+                throw .malformed("chunks on a \(deleted ? "deleted entry" : "non-file")")
+            }
+            let meta = FileMetadata(kind: kind, size: size, mode: mode, mtimeNs: mtime, ctimeNs: 0, inode: 0,
+                                    symlinkTarget: kind == .symlink ? target : nil)
+            out.append(FileEntry(path: path, metadata: meta, deleted: deleted, version: VersionVector(counters),
+                                 sequence: Int64(sequence), chunks: chunks))
+        }
+        try r.expectEnd()
+        return out
+    }
+}
+
+/// Refuses rollbacks and replays (DESIGN "attacks to resist"): per origin index, a batch must be
+/// newer than the last accepted one; per path, an entry must not be older than what we hold.
+public struct ManifestGuard: Sendable {
+    public struct Progress: Sendable, Equatable { public var indexID: UInt64; public var lastSequence: UInt64 }
+    public private(set) var seen: [ShortDeviceID: Progress] = [:]
+
+    public init(seen: [ShortDeviceID: Progress] = [:]) { self.seen = seen }
+
+    public enum Verdict: Equatable, Sendable { case accept, duplicate, rollback }
+
+    /// Whether a batch from `header.origin` is new; call `record` once it is applied.
+    public func admit(_ header: SealedManifest.Header) -> Verdict {
+        guard let p = seen[header.origin], p.indexID == header.indexID else { return .accept }
+        return header.lastSequence <= p.lastSequence ? .duplicate : .accept
+    }
+
+    public mutating func record(_ header: SealedManifest.Header) {
+        seen[header.origin] = Progress(indexID: header.indexID, lastSequence: header.lastSequence)
+    }
+
+    /// An entry older than (dominated by) the version we already hold is a rollback.
+    public static func judge(_ incoming: FileEntry, current: VersionVector?) -> Verdict {
+        guard let current else { return .accept }
+        switch incoming.version.compare(current) {
+        case .greater, .concurrent: return .accept
+        case .equal: return .duplicate
+        case .lesser: return .rollback
+        }
+    }
+}
