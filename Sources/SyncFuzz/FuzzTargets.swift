@@ -13,7 +13,7 @@ public enum FuzzTargets {
         public let run: @Sendable ([UInt8]) -> Void
     }
 
-    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID, sealedManifest, manifestEntries]
+    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID, sealedManifest, manifestEntries, sealedChunk]
 
     public static func named(_ name: String) -> Target? { all.first { $0.name == name } }
 
@@ -89,6 +89,14 @@ extension FuzzTargets {
 
     static let manifestEntries = Target(name: "manifest-entries", seeds: { [ManifestCodec.encode(sampleEntries)] }) { input in
         if let e = try? ManifestCodec.decode(input) { precondition((try? ManifestCodec.decode(ManifestCodec.encode(e))) == e) }
+    }
+}
+
+extension FuzzTargets {
+    static let sealedChunk = Target(name: "sealed-chunk", seeds: {
+        [SealedChunk.magic + Array(repeating: 3, count: 32) + [0, 0, 0, 24] + Array(repeating: 1, count: 24) + Array(repeating: 2, count: 64)]
+    }) { input in
+        if let c = try? SealedChunk(decoding: input) { precondition((try? SealedChunk(decoding: c.encoded)) == c) }
     }
 }
 
