@@ -20,7 +20,7 @@ public enum WireError: Error, Equatable, Sendable, CustomStringConvertible {
 /// peer cannot make the daemon allocate more than one frame.
 public struct FrameDecoder: Sendable {
     public static let defaultMaxFrameSize = (1 << 20) + 64
-    public let maxFrameSize: Int
+    public var maxFrameSize: Int
     private var buffer: [UInt8] = []
     private var start = 0
 

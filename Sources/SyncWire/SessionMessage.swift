@@ -1,0 +1,90 @@
+import SyncCore
+
+/// What travels inside an established session: one message per transport frame, `type:u8 || body`
+/// (Protocol/wire.md, "Messages"). Decoding is strict — unknown types, short or trailing bytes
+/// all fail — and a failure closes the session.
+public enum SessionMessage: Sendable, Equatable {
+    /// First message each way: who I am for this folder and how far my own index has come.
+    case hello(Hello)
+    case ping(UInt64)
+    case pong(UInt64)
+    /// A sealed manifest (Protocol/manifest.md), exactly as its origin sealed it.
+    case index([UInt8])
+    /// "I hold `origin`'s index `indexID` up to `sequence`" — the receiver's acknowledgement.
+    case indexAck(origin: ShortDeviceID, indexID: UInt64, sequence: UInt64)
+    /// Ask for one chunk; `id` is its keyed chunk id.
+    case request(id: UInt32, chunk: ChunkID, size: UInt32)
+    /// The answer: plaintext chunk bytes for read-write and read-only peers, a sealed chunk
+    /// (Protocol/manifest.md, "Sealed chunks") to and from storage peers.
+    case data(id: UInt32, bytes: [UInt8])
+    case requestFailed(id: UInt32, reason: UInt8)
+    /// A sealed chunk pushed to a storage peer for safekeeping.
+    case store([UInt8])
+    /// Last words before closing: why.
+    case close(String)
+
+    public struct Hello: Sendable, Equatable {
+        public var access: AccessByte
+        public var indexID: UInt64
+        public var sequence: UInt64
+        public init(access: AccessByte, indexID: UInt64, sequence: UInt64) {
+            self.access = access; self.indexID = indexID; self.sequence = sequence
+        }
+    }
+
+    public enum AccessByte: UInt8, Sendable { case readWrite = 1, readOnly = 2, storage = 3 }
+
+    enum Tag: UInt8 {
+        case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11
+        case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, close = 0x7F
+    }
+
+    public var encoded: [UInt8] {
+        var w = ByteWriter()
+        switch self {
+        case .hello(let h):
+            w.u8(Tag.hello.rawValue); w.u8(h.access.rawValue); w.u64(h.indexID); w.u64(h.sequence)
+        case .ping(let n): w.u8(Tag.ping.rawValue); w.u64(n)
+        case .pong(let n): w.u8(Tag.pong.rawValue); w.u64(n)
+        case .index(let m): w.u8(Tag.index.rawValue); w.raw(m)
+        case let .indexAck(origin, indexID, sequence):
+            w.u8(Tag.indexAck.rawValue); w.u64(origin); w.u64(indexID); w.u64(sequence)
+        case let .request(id, chunk, size):
+            w.u8(Tag.request.rawValue); w.u32(id); w.raw(chunk.bytes); w.u32(size)
+        case let .data(id, bytes): w.u8(Tag.data.rawValue); w.u32(id); w.raw(bytes)
+        case let .requestFailed(id, reason): w.u8(Tag.requestFailed.rawValue); w.u32(id); w.u8(reason)
+        case .store(let sealed): w.u8(Tag.store.rawValue); w.raw(sealed)
+        case .close(let why): w.u8(Tag.close.rawValue); w.string(String(why.prefix(200)))
+        }
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(WireError) {
+        var r = ByteReader(bytes)
+        guard let tag = Tag(rawValue: try r.u8()) else { throw .malformed("unknown message type \(bytes[0])") }
+        switch tag {
+        case .hello:
+            guard let access = AccessByte(rawValue: try r.u8()) else { throw .malformed("unknown access kind") }
+            self = .hello(Hello(access: access, indexID: try r.u64(), sequence: try r.u64()))
+        case .ping: self = .ping(try r.u64())
+        case .pong: self = .pong(try r.u64())
+        case .index:
+            guard r.remaining > 0 else { throw .malformed("empty index message") }
+            self = .index(Array(try r.take(r.remaining)))
+        case .indexAck: self = .indexAck(origin: try r.u64(), indexID: try r.u64(), sequence: try r.u64())
+        case .request:
+            let id = try r.u32()
+            guard let chunk = ChunkID(bytes: Array(try r.take(32))) else { throw .malformed("chunk id") }
+            let size = try r.u32()
+            guard size > 0, size <= 1 << 20 else { throw .malformed("chunk size \(size)") }
+            self = .request(id: id, chunk: chunk, size: size)
+        case .data: self = .data(id: try r.u32(), bytes: Array(try r.take(r.remaining)))
+        case .requestFailed: self = .requestFailed(id: try r.u32(), reason: try r.u8())
+        case .store:
+            guard r.remaining > 0 else { throw .malformed("empty store message") }
+            self = .store(Array(try r.take(r.remaining)))
+        case .close: self = .close(try r.string())
+        }
+        try r.expectEnd()
+    }
+}
