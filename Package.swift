@@ -49,7 +49,9 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log")],
                 swiftSettings: shell),
         // Every decoder of untrusted bytes as a fuzz target (see Docs/Fuzzing.md).
-        .target(name: "SyncFuzz", dependencies: ["SyncCore", "SyncSecurity", "SyncWire"], swiftSettings: strict),
+        .target(name: "SyncFuzz",
+                dependencies: ["SyncCore", "SyncSecurity", "SyncWire", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: strict),
         .executableTarget(name: "syncd-fuzz", dependencies: ["SyncFuzz"], swiftSettings: strict),
         .executableTarget(name: "syncd",
                           dependencies: ["SyncDaemon", "SyncSecurity",

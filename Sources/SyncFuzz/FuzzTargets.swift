@@ -1,3 +1,4 @@
+@preconcurrency import Crypto
 import SyncCore
 import SyncSecurity
 import SyncWire
@@ -13,7 +14,8 @@ public enum FuzzTargets {
         public let run: @Sendable ([UInt8]) -> Void
     }
 
-    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID, sealedManifest, manifestEntries, sealedChunk]
+    public static let all: [Target] = [frames, transport, chunkList, versionVector, folderSecret, deviceID, sealedManifest, manifestEntries, sealedChunk,
+                                         sessionMessage, handshakeResponder, noiseMessage2]
 
     public static func named(_ name: String) -> Target? { all.first { $0.name == name } }
 
@@ -98,6 +100,53 @@ extension FuzzTargets {
     }) { input in
         if let c = try? SealedChunk(decoding: input) { precondition((try? SealedChunk(decoding: c.encoded)) == c) }
     }
+}
+
+extension FuzzTargets {
+    static let sessionMessage = Target(name: "session-message", seeds: {
+        [SessionMessage.hello(.init(access: .readOnly, indexID: 1, sequence: 2)).encoded, SessionMessage.ping(1).encoded,
+         SessionMessage.indexAck(origin: 1, indexID: 2, sequence: 3).encoded, SessionMessage.close("bye").encoded,
+         SessionMessage.request(id: 1, chunk: ChunkID(w0: 1, w1: 2, w2: 3, w3: 4), size: 100).encoded]
+    }) { input in
+        if let m = try? SessionMessage(decoding: input) { precondition((try? SessionMessage(decoding: m.encoded)) == m) }
+    }
+
+    // Fixed keys so mutated handshake messages stay close to meaningful ones.
+    static let fuzzFolder = [UInt8](repeating: 0x5A, count: 32)
+    static let fuzzPSK = [UInt8](repeating: 0x33, count: 32)
+    static let initiatorStatic = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: [UInt8](repeating: 1, count: 32))
+    static let responderStatic = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: [UInt8](repeating: 2, count: 32))
+    static let initiatorEphemeral = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: [UInt8](repeating: 3, count: 32))
+    static let responderEphemeral = try! Curve25519.KeyAgreement.PrivateKey(rawRepresentation: [UInt8](repeating: 4, count: 32))
+
+    /// A responder fed whatever a stranger sends: preface, handshake frames, anything.
+    static let handshakeResponder = Target(name: "handshake-responder", seeds: {
+        var i = SessionMachine(initiatorFor: fuzzFolder, psk: fuzzPSK, staticKey: initiatorStatic)
+        return i.start().compactMap { if case .send(let b) = $0 { b } else { nil } }
+    }) { input in
+        var r = SessionMachine(responderFor: [fuzzFolder: fuzzPSK], staticKey: responderStatic)
+        let cut = input.isEmpty ? 0 : Int(input[0]) % (input.count + 1)
+        for piece in [Array(input[..<cut]), Array(input[cut...])] {
+            for d in r.receive(piece) { if case .established = d { preconditionFailure("established without the PSK's message 3") } }
+        }
+    }
+
+    /// The initiator reading message 2 (after its own message 1).
+    static let noiseMessage2 = Target(name: "noise-message2", seeds: {
+        var i = afterMessage1
+        var r = NoiseHandshake(role: .responder, prologue: [], psk: fuzzPSK, staticKey: responderStatic, ephemeralKey: responderEphemeral)
+        _ = try? r.readMessage(message1)
+        return [(try? r.writeMessage(payload: [1, 2, 3])) ?? []].filter { (try? i.readMessage($0)) != nil }
+    }) { input in
+        var i = afterMessage1
+        if (try? i.readMessage(input)) != nil { precondition(i.remoteStaticKey?.count == 32) }
+    }
+
+    static let (afterMessage1, message1): (NoiseHandshake, [UInt8]) = {
+        var i = NoiseHandshake(role: .initiator, prologue: [], psk: fuzzPSK, staticKey: initiatorStatic, ephemeralKey: initiatorEphemeral)
+        let m1 = try! i.writeMessage(payload: [])
+        return (i, m1)
+    }()
 }
 
 /// A deterministic mutator (xorshift64*): bit flips, byte sets, inserts, deletes, splices of
