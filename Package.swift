@@ -43,7 +43,8 @@ let package = Package(
                 dependencies: ["SyncCore", "SyncSecurity", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: shell),
         .target(name: "SyncDaemon",
-                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS",
+                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS", "SyncWire",
+                               .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log")],
@@ -63,6 +64,8 @@ let package = Package(
         .testTarget(name: "SyncWireTests", dependencies: ["SyncWire"]),
         .testTarget(name: "SyncFuzzTests", dependencies: ["SyncFuzz"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
-        .testTarget(name: "IntegrationTests", dependencies: ["SyncDaemon"]),
+        .testTarget(name: "IntegrationTests",
+                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore",
+                                   .product(name: "Crypto", package: "swift-crypto")]),
     ]
 )

@@ -44,10 +44,14 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var localBytes: Int64
         public var sequence: Int64
         public var watching: Bool
+        /// Sealed manifests received from peers and kept (verified) for this folder.
+        public var remoteManifests: Int?
     }
 
     public var device: String
     public var version: String
+    /// The session address actually bound (`--listen` with port 0 picks one).
+    public var listen: String?
     public var folders: [Folder]
 }
 

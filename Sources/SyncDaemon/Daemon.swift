@@ -7,6 +7,7 @@ import SyncCore
 import SyncFS
 import SyncSecurity
 import SyncStore
+import SyncWire
 
 /// The composition root: opens the home (lock, identity, index), starts a `FolderService` per
 /// folder and the control server, and runs until SIGTERM or SIGINT.
@@ -19,6 +20,9 @@ public final class Daemon: @unchecked Sendable {
     private var control: ControlServer?
     private let lock = Lock()
     private var folders: [String: FolderService] = [:]   // by path
+    private var exchanges: [[UInt8]: FolderExchange] = [:]   // by public folder id
+    private var sessions: SessionServer?
+    private var listenAddress: String?
     private var lockFD: Int32 = -1
 
     public enum StartError: Error, CustomStringConvertible {
@@ -46,8 +50,8 @@ public final class Daemon: @unchecked Sendable {
     /// Starts everything and blocks until a termination signal, then shuts down in order.
     public func run() throws {
         logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
-        if !configuration.join.isEmpty || configuration.listen != DaemonConfiguration(home: configuration.home).listen {
-            logger.info("listen \(configuration.listen), join \(configuration.join) (membership and sessions arrive with the gossip and replication layers)")
+        if !configuration.join.isEmpty {
+            logger.info("join \(configuration.join) (membership arrives with the gossip layer)")
         }
         for record in try store.folders() {
             do {
@@ -60,6 +64,12 @@ public final class Daemon: @unchecked Sendable {
         let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, logger: logger) { [weak self] req in
             self?.handle(req) ?? .failure("daemon is shutting down")
         }
+        let sessionServer = SessionServer(group: group, identity: identity, logger: logger) { [weak self] in
+            self?.lock.withLock { self?.exchanges } ?? [:]
+        }
+        let bound = try sessionServer.start(listen: configuration.listen)
+        lock.withLock { sessions = sessionServer; listenAddress = bound }
+        logger.info("sessions on \(bound)")
         try server.start()
         control = server
         logger.info("control socket \(configuration.home.controlSocketPath)")
@@ -83,6 +93,8 @@ public final class Daemon: @unchecked Sendable {
     public func shutdown() {
         control?.stop()
         control = nil
+        sessions?.stop()
+        sessions = nil
         let services = lock.withLock { () -> [FolderService] in defer { folders = [:] }; return Array(folders.values) }
         services.forEach { $0.stop() }
         try? group.syncShutdownGracefully()
@@ -94,6 +106,12 @@ public final class Daemon: @unchecked Sendable {
         let service = FolderService(record: record, secret: secret, store: store, device: identity.deviceID.short,
                                     configuration: configuration, logger: logger)
         lock.withLock { folders[record.path] = service }
+        do {
+            let exchange = try FolderExchange(record: record, keys: service.keys, store: store)
+            lock.withLock { exchanges[exchange.folderID] = exchange }
+        } catch {
+            logger.error("folder \(record.path): cannot serve sessions (\(error))")
+        }
         service.start()
     }
 
@@ -123,10 +141,12 @@ public final class Daemon: @unchecked Sendable {
             list.append(.init(path: s.record.path, folderId: s.record.folderID, access: s.record.access, state: state.name,
                               error: error, localFiles: stats.files + stats.symlinks, localDirectories: stats.directories,
                               localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
-                              watching: s.isWatching))
+                              watching: s.isWatching,
+                              remoteManifests: try store.remoteManifestCount(folder: s.record.id)))
         }
         if let p = path, list.isEmpty { throw StoreError.noSuchFolder(p) }
-        return StatusReport(device: identity.deviceID.description, version: SyncdVersion.string, folders: list)
+        return StatusReport(device: identity.deviceID.description, version: SyncdVersion.string,
+                            listen: lock.withLock { listenAddress }, folders: list)
     }
 
     private func add(_ request: ControlRequest) throws -> ControlResponse {
@@ -159,6 +179,7 @@ public final class Daemon: @unchecked Sendable {
             throw StoreError.noSuchFolder(path)
         }
         service.stop()
+        lock.withLock { _ = exchanges.removeValue(forKey: service.keys.folderID) }
         try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)

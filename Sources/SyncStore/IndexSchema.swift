@@ -11,6 +11,12 @@ import GRDB
 ///   index range scan), `chunks` the encoded chunk list (36 bytes per chunk: id, u32 LE size).
 /// - `chunk`: where each chunk can be found locally (file row, byte offset), so a pull can copy a
 ///   chunk from any local file instead of fetching it (renames and moves cost nothing).
+///
+/// v2:
+/// - `remote_manifest`: sealed manifests received from peers, verbatim (Protocol/manifest.md), once
+///   their folder signature checked out. Every access kind keeps them: they are what a storage peer
+///   serves, and the highest `last_sequence` per (origin, index id) is the rollback/replay floor
+///   that survives a restart. `origin` and `index_id` are u64 values stored by bit pattern.
 enum IndexSchema {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -53,6 +59,20 @@ enum IndexSchema {
                     PRIMARY KEY (id, file, offset)
                 ) STRICT, WITHOUT ROWID;
                 CREATE INDEX chunk_by_file ON chunk(file);
+                """)
+        }
+        m.registerMigration("v2") { db in
+            try db.execute(sql: """
+                CREATE TABLE remote_manifest (
+                    folder INTEGER NOT NULL REFERENCES folder(id) ON DELETE CASCADE,
+                    origin INTEGER NOT NULL,
+                    index_id INTEGER NOT NULL,
+                    first_sequence INTEGER NOT NULL,
+                    last_sequence INTEGER NOT NULL,
+                    sealed BLOB NOT NULL,
+                    received_ns INTEGER NOT NULL,
+                    PRIMARY KEY (folder, origin, index_id, last_sequence)
+                ) STRICT;
                 """)
         }
         return m

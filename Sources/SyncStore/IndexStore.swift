@@ -104,6 +104,7 @@ public struct IndexStore: Sendable {
         try writer.write { db in
             try db.execute(sql: "DELETE FROM chunk WHERE file IN (SELECT id FROM file WHERE folder = ?)", arguments: [id])
             try db.execute(sql: "DELETE FROM file WHERE folder = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM remote_manifest WHERE folder = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM folder WHERE id = ?", arguments: [id])
         }
     }
@@ -113,6 +114,44 @@ public struct IndexStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT id, path, folder_id, access, secret, chunker_version, sequence FROM folder ORDER BY id")
                 .map { FolderRecord(id: $0[0], path: $0[1], folderID: $0[2], access: $0[3], secret: $0[4],
                                     chunkerVersion: $0[5], sequence: $0[6]) }
+        }
+    }
+
+    // MARK: sealed manifests from peers
+
+    /// How far each origin's index has come in the manifests we hold: per origin, the index id and
+    /// last sequence of the newest manifest stored (the rollback/replay floor).
+    public func remoteManifestProgress(folder: Int64) throws -> [UInt64: (indexID: UInt64, lastSequence: UInt64)] {
+        try writer.read { db in
+            var out: [UInt64: (indexID: UInt64, lastSequence: UInt64)] = [:]
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT origin, index_id, last_sequence FROM remote_manifest WHERE folder = ? ORDER BY received_ns, rowid
+                """, arguments: [folder])
+            for row in rows {
+                let origin = UInt64(bitPattern: row[0]), indexID = UInt64(bitPattern: row[1])
+                let last = UInt64(bitPattern: row[2])
+                if let p = out[origin], p.indexID == indexID, p.lastSequence > last { continue }
+                out[origin] = (indexID, last)
+            }
+            return out
+        }
+    }
+
+    /// Keeps a verified sealed manifest (idempotent for the same origin, index and sequence).
+    public func storeRemoteManifest(folder: Int64, origin: UInt64, indexID: UInt64, firstSequence: UInt64,
+                                    lastSequence: UInt64, sealed: [UInt8]) throws {
+        try writer.write { db in
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO remote_manifest (folder, origin, index_id, first_sequence, last_sequence, sealed, received_ns)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [folder, Int64(bitPattern: origin), Int64(bitPattern: indexID), Int64(bitPattern: firstSequence),
+                                 Int64(bitPattern: lastSequence), Data(sealed), Int64(Date().timeIntervalSince1970 * 1e9)])
+        }
+    }
+
+    public func remoteManifestCount(folder: Int64) throws -> Int {
+        try writer.read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM remote_manifest WHERE folder = ?", arguments: [folder]) ?? 0
         }
     }
 

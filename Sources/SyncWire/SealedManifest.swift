@@ -226,7 +226,11 @@ public enum ManifestCodec {
 /// Refuses rollbacks and replays (DESIGN "attacks to resist"): per origin index, a batch must be
 /// newer than the last accepted one; per path, an entry must not be older than what we hold.
 public struct ManifestGuard: Sendable {
-    public struct Progress: Sendable, Equatable { public var indexID: UInt64; public var lastSequence: UInt64 }
+    public struct Progress: Sendable, Equatable {
+        public var indexID: UInt64
+        public var lastSequence: UInt64
+        public init(indexID: UInt64, lastSequence: UInt64) { self.indexID = indexID; self.lastSequence = lastSequence }
+    }
     public private(set) var seen: [ShortDeviceID: Progress] = [:]
 
     public init(seen: [ShortDeviceID: Progress] = [:]) { self.seen = seen }

@@ -93,7 +93,14 @@ final class DaemonHarness {
             var sequence: Int64
         }
         var device: String
+        var listen: String?
         var folders: [Folder]
+    }
+
+    /// The session port the daemon bound (it listens on 127.0.0.1:0 in tests).
+    func sessionPort() throws -> Int {
+        let listen = try XCTUnwrap(status().listen)
+        return try XCTUnwrap(Int(listen.split(separator: ":").last ?? ""))
     }
 
     func status() throws -> Status {

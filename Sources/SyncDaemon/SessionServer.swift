@@ -1,0 +1,170 @@
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SyncSecurity
+import SyncWire
+
+/// Accepts peer sessions on the daemon's `--listen` address (TCP). A thin NIO shell: every byte
+/// goes through a `SessionMachine`, every message to the folder's `FolderExchange`.
+final class SessionServer {
+    private let group: MultiThreadedEventLoopGroup
+    private let identity: DeviceIdentity
+    private let logger: Logger
+    private let exchanges: @Sendable () -> [[UInt8]: FolderExchange]
+    private var channel: Channel?
+
+    /// `exchanges` gives the folders this device holds, by public folder id, at accept time.
+    init(group: MultiThreadedEventLoopGroup, identity: DeviceIdentity, logger: Logger,
+         exchanges: @escaping @Sendable () -> [[UInt8]: FolderExchange]) {
+        self.group = group
+        self.identity = identity
+        self.logger = logger
+        self.exchanges = exchanges
+    }
+
+    /// Binds `host:port` (port 0 picks a free one) and returns the bound address.
+    func start(listen: String) throws -> String {
+        let (host, port) = try Self.split(listen)
+        let identity = self.identity, logger = self.logger, exchanges = self.exchanges
+        let channel = try ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 128)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let folders = exchanges()
+                    let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
+                    try channel.pipeline.syncOperations.addHandler(
+                        SessionHandler(machine: machine, exchanges: folders, logger: logger))
+                }
+            }
+            .bind(host: host, port: port)
+            .wait()
+        self.channel = channel
+        let bound = channel.localAddress
+        return "\(bound?.ipAddress ?? host):\(bound?.port ?? port)"
+    }
+
+    func stop() {
+        try? channel?.close().wait()
+    }
+
+    struct AddressError: Error, CustomStringConvertible {
+        let text: String
+        var description: String { "--listen \(text) is not HOST:PORT" }
+    }
+
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+              (0...65535).contains(port) else { throw AddressError(text: address) }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host.isEmpty ? "0.0.0.0" : host, port)
+    }
+}
+
+/// One session: bytes in through the machine, messages out to the folder's exchange (on a serial
+/// queue, since it touches the index and the disk), replies back through the machine on the loop.
+final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// A peer that has not finished the handshake by then is dropped.
+    static let handshakeTimeout = TimeAmount.seconds(10)
+
+    private var machine: SessionMachine
+    private let exchanges: [[UInt8]: FolderExchange]
+    private var exchange: FolderExchange?
+    private var peer: DeviceID?
+    private var logger: Logger
+    private let work = DispatchQueue(label: "syncd.session")
+    private var timeout: Scheduled<Void>?
+
+    init(machine: SessionMachine, exchanges: [[UInt8]: FolderExchange], logger: Logger) {
+        self.machine = machine
+        self.exchanges = exchanges
+        self.logger = logger
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        logger[metadataKey: "peer"] = "\(context.remoteAddress?.description ?? "?")"
+        let channel = context.channel
+        timeout = context.eventLoop.scheduleTask(in: Self.handshakeTimeout) { [self] in
+            if !machine.isEstablished {
+                logger.warning("session dropped: no handshake within \(Self.handshakeTimeout.nanoseconds / 1_000_000_000) s")
+                channel.close(promise: nil)
+            }
+        }
+        run(machine.start(), context: context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var buffer = unwrapInboundIn(data)
+        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        run(machine.receive(bytes), context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        if let peer { logger.info("session with \(peer) ended") }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.info("session error: \(error)")
+        context.close(promise: nil)
+    }
+
+    private func run(_ directives: [SessionMachine.Directive], context: ChannelHandlerContext) {
+        var wrote = false
+        for directive in directives {
+            switch directive {
+            case .send(let bytes):
+                context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+                wrote = true
+            case .established(let p):
+                timeout?.cancel()
+                peer = p.device
+                exchange = exchanges[p.folderID]
+                logger[metadataKey: "device"] = "\(p.device.short.hex)"
+                logger.info("session established with \(p.device) for folder \(Base32.encode(p.folderID))")
+                if let hello = exchange?.hello() { run(machine.send(hello), context: context) }
+            case .deliver(let message):
+                deliver(message, context: context)
+            case .close(let failure):
+                if wrote { context.flush() }
+                switch failure {
+                case .closedByPeer, .local: logger.info("session closed: \(failure)")
+                default: logger.warning("session closed: \(failure)")
+                }
+                context.close(promise: nil)
+                return
+            }
+        }
+        if wrote { context.flush() }
+    }
+
+    private func deliver(_ message: SessionMessage, context: ChannelHandlerContext) {
+        guard let exchange, let peer else { return }
+        let loop = context.eventLoop
+        let box = NIOLoopBound(context, eventLoop: loop)
+        work.async { [self] in
+            let outcome = exchange.handle(message, from: peer)
+            loop.execute { [self] in
+                let context = box.value
+                switch outcome {
+                case .reply(let messages):
+                    run(messages.flatMap { machine.send($0) }, context: context)
+                case .refuse(let reason):
+                    logger.warning("\(reason) — closing the session")
+                    run(machine.close(reason), context: context)
+                }
+            }
+        }
+    }
+}
+
+extension UInt64 {
+    var hex: String { String(self, radix: 16) }
+}
