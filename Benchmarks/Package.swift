@@ -17,6 +17,7 @@ let package = Package(
                 .product(name: "SyncCore", package: "syncd"),
                 .product(name: "SyncSecurity", package: "syncd"),
                 .product(name: "SyncFS", package: "syncd"),
+                .product(name: "SyncWire", package: "syncd"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked", "-wmo"])]

@@ -4,6 +4,7 @@ import Foundation
 import SyncCore
 import SyncFS
 import SyncSecurity
+import SyncWire
 
 // Micro-benchmarks of the hot paths. Each prints one JSON line; figures are the best of N runs
 // (the machine is shared, so the best run is the least disturbed one).
@@ -137,8 +138,58 @@ func aead() throws {
                                          "note": "GB of plaintext sealed and opened per second, one core"])
 }
 
+/// Sealed manifests: seal (encode + AES-GCM + Ed25519 sign) and verify + open (decode + signature
+/// check + decrypt + entry decode) batches of 1,000 typical entries (2 chunks each), one core.
+func manifests() throws {
+    let secret = FolderSecret.generate()
+    let k = secret.keys
+    let keys = ManifestKeys(folderID: k.folderID, publicKey: try Curve25519.Signing.PublicKey(rawRepresentation: k.folderPublicKey),
+                            manifestKey: k.manifestKey, signingKey: k.signingKey)
+    let batch = (0..<1000).map { i in
+        FileEntry(path: "wiki/uploads/\(i / 100)/image-\(i).png",
+                  metadata: FileMetadata(kind: .file, size: 100_000, mode: 0o644, mtimeNs: 1_700_000_000_000_000_000, ctimeNs: 0, inode: 0),
+                  version: VersionVector().incremented(by: 7), sequence: Int64(i + 1),
+                  chunks: [ChunkRef(id: ChunkID(w0: UInt64(i), w1: 2, w2: 3, w3: 4), size: 65536),
+                           ChunkRef(id: ChunkID(w0: UInt64(i), w1: 5, w2: 6, w3: 7), size: 34464)])
+    }
+    let rounds = 50
+    var wire: [[UInt8]] = []
+    let t1 = best(3) { wire = (0..<rounds).map { _ in try! SealedManifest.seal(batch, origin: 1, indexID: 1, keys: keys).encoded } }
+    let t2 = best(3) {
+        for bytes in wire {
+            let m = try! SealedManifest(decoding: bytes)
+            try! m.verify(keys: keys)
+            precondition(try! m.open(keys: keys).count == batch.count)
+        }
+    }
+    let entries = Double(rounds * batch.count)
+    report("manifest-1000-entries", ["sealEntriesPerSec": entries / t1, "verifyOpenEntriesPerSec": entries / t2,
+                                     "bytesPerEntry": wire[0].count / batch.count])
+}
+
+/// Complete Noise_XXpsk3 handshakes (both sides' work, one core): 3 messages, 5 X25519 operations
+/// and 2 key generations per side — what a daemon pays per new session.
+func handshakes() throws {
+    let psk = [UInt8](repeating: 3, count: 32)
+    let a = Curve25519.KeyAgreement.PrivateKey(), b = Curve25519.KeyAgreement.PrivateKey()
+    let n = 2000
+    let t = best(3) {
+        for _ in 0..<n {
+            var i = NoiseHandshake(role: .initiator, prologue: [1], psk: psk, staticKey: a)
+            var r = NoiseHandshake(role: .responder, prologue: [1], psk: psk, staticKey: b)
+            _ = try! r.readMessage(try! i.writeMessage(payload: []))
+            _ = try! i.readMessage(try! r.writeMessage(payload: []))
+            _ = try! r.readMessage(try! i.writeMessage(payload: []))
+            precondition(i.isComplete && r.isComplete)
+        }
+    }
+    report("noise-xxpsk3-handshake", ["handshakesPerSec": Double(n) / t, "note": "initiator + responder work, one core"])
+}
+
 let which = CommandLine.arguments.dropFirst().first ?? "all"
 if which == "all" || which == "chunker" { chunker() }
 if which == "all" || which == "hmac" { hmacs() }
 if which == "all" || which == "file" { try fileHash() }
 if which == "all" || which == "aead" { try aead() }
+if which == "all" || which == "manifest" { try manifests() }
+if which == "all" || which == "handshake" { try handshakes() }
