@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),
         .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),
-        .testTarget(name: "SyncWireTests", dependencies: ["SyncWire"]),
+        .testTarget(name: "SyncWireTests", dependencies: ["SyncWire", "SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncFuzzTests", dependencies: ["SyncFuzz"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         .testTarget(name: "IntegrationTests",

@@ -58,14 +58,15 @@ public struct SealedManifest: Sendable, Equatable {
 
     // MARK: sealing and opening
 
+    /// `nonce` is for test vectors only; a real manifest gets 96 random bits.
     public static func seal(_ entries: [FileEntry], origin: ShortDeviceID, indexID: UInt64,
-                            keys: ManifestKeys) throws(Failure) -> SealedManifest {
+                            keys: ManifestKeys, nonce fixedNonce: [UInt8]? = nil) throws(Failure) -> SealedManifest {
         guard let signer = keys.signingKey else { throw .cannotSign }
         guard let mk = keys.manifestKey else { throw .cannotDecrypt }
         let seqs = entries.map { UInt64($0.sequence) }
         let header = Header(folderID: keys.folderID, origin: origin, indexID: indexID,
                             firstSequence: seqs.min() ?? 0, lastSequence: seqs.max() ?? 0)
-        let nonce = (0..<12).map { _ in UInt8.random(in: 0...255) }
+        let nonce = fixedNonce ?? (0..<12).map { _ in UInt8.random(in: 0...255) }
         let headerBytes = encodeHeader(header)
         let ciphertext = BulkAEAD(key: mk).seal(nonce: nonce, ad: headerBytes, plaintext: ManifestCodec.encode(entries))
         let signed = signedBytes(headerBytes, nonce, ciphertext)
