@@ -1,235 +1,388 @@
 /// `.syncignore`: gitignore's pattern language (gitignore(5)), applied to folder-relative paths.
 ///
-/// - One pattern per line; blank lines and lines starting with `#` are skipped; `\#` and `\!` start
-///   a pattern with a literal `#` or `!`; trailing spaces are dropped unless escaped (`\ `); CRLF
-///   line endings are fine.
+/// - One pattern per line (LF or CRLF; a leading UTF-8 BOM is skipped). Blank lines and lines
+///   starting with `#` are skipped; `\#` and `\!` start a pattern with a literal `#` or `!`.
+///   Trailing spaces are dropped unless escaped (`\ `).
 /// - `!pattern` re-includes what an earlier pattern excluded; the last matching line wins.
-/// - A trailing `/` matches directories only.
-/// - A pattern with a `/` at its start or in its middle is anchored at the folder root; otherwise
-///   it matches a name at any depth.
-/// - `*` is any run of characters except `/`, `?` one character except `/`, `[a-z]` / `[!a]` /
-///   `[^a]` a class, `\x` a literal `x`. `**/` as a leading segment matches any depth, `/**` as a
-///   trailing one everything inside, `/**/` zero or more directories; other `**` act like `*`.
-/// - A path inside an ignored directory is ignored, whatever later lines say (git cannot re-include
-///   a file whose parent directory is excluded either).
-/// - The folder's own `.syncd/` directory is always ignored; no pattern can re-include it.
+/// - A trailing `/` makes the pattern match directories only.
+/// - A pattern with a `/` at its start or in its middle is anchored at the folder root and matched
+///   segment by segment; otherwise it matches a name (the last path segment) at any depth.
+/// - `*` is any run of characters except `/`, `?` one character except `/`, `\x` a literal `x`.
+///   `[abc]`, `[a-z]`, `[[:digit:]]` (any POSIX class) match one character from a set, `[!a]` and
+///   `[^a]` one character outside it; a `]` right after `[`, `[!` or `[^` is a member.
+/// - `**` as a whole segment matches any number of segments: `**/foo` is `foo` at any depth,
+///   `a/**/b` matches `a/b`, `a/x/b`, `a/x/y/b`, and a trailing `/**` matches everything inside
+///   (not the directory itself). Other runs of asterisks act like a single `*`.
+/// - A path inside an ignored directory is ignored whatever later lines say: as in git, a negation
+///   cannot re-include a file whose parent directory is excluded, only the directory itself.
+/// - The folder's own `.syncd` directory and everything in it is always ignored; no pattern can
+///   re-include it.
 ///
-/// Deviation from git, by choice: an unterminated `[` is a literal `[` (git's wildmatch makes the
-/// whole pattern match nothing); either way nothing crashes and the line is not silently widened.
+/// Like git, matching is case-sensitive and byte-wise (`?` or a class matches one UTF-8 byte), and a
+/// malformed pattern (an unterminated `[`, an unknown `[:class:]`, a trailing lone `\`) matches
+/// nothing: its line is skipped. Only the folder's root `.syncignore` exists, so there is no
+/// per-directory precedence.
 public struct IgnoreRules: Sendable {
+    public static let empty = IgnoreRules(parsing: "")
+
+    private let rules: [Rule]
+
+    public init(parsing text: String) {
+        var bytes = Array(text.utf8)[...]
+        if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
+        rules = bytes.split(separator: .newline).compactMap(Rule.init(line:))
+    }
+
+    /// Whether `path` (folder-relative, `/`-separated, no leading slash) is ignored, itself or
+    /// through an ignored ancestor directory. The folder root (`""`) never is.
+    public func isIgnored(_ path: String, isDirectory: Bool) -> Bool {
+        var path = path
+        return path.withUTF8 { buffer in
+            let path = buffer[...]
+            if Self.isStateDirectory(path) { return true }
+            guard !rules.isEmpty, !path.isEmpty else { return false }
+            var nameStart = path.startIndex
+            for index in path.indices where path[index] == .slash {
+                if verdict(path[..<index], name: path[nameStart..<index], isDirectory: true) { return true }
+                nameStart = index + 1
+            }
+            return verdict(path, name: path[nameStart...], isDirectory: isDirectory)
+        }
+    }
+
+    /// `.syncd` or anything below it.
+    private static func isStateDirectory(_ path: Text) -> Bool {
+        let state = ".syncd".utf8
+        return path.starts(with: state)
+            && (path.count == state.count || path[path.startIndex + state.count] == .slash)
+    }
+
+    /// The last matching rule's verdict on `path` alone (its ancestors are not considered).
+    private func verdict(_ path: Text, name: Text, isDirectory: Bool) -> Bool {
+        for rule in rules.reversed() where isDirectory || !rule.directoryOnly {
+            if rule.matcher.matches(path: path, name: name) { return !rule.negated }
+        }
+        return false
+    }
+}
+
+extension IgnoreRules {
+    /// The path being matched, or a part of it, borrowed from the caller's string.
+    typealias Text = Slice<UnsafeBufferPointer<UInt8>>
+
+    /// One compiled line.
     struct Rule: Sendable {
         let negated: Bool
         let directoryOnly: Bool
         let matcher: Matcher
+
+        /// Nil for blank lines, comments and malformed patterns.
+        init?(line: ArraySlice<UInt8>) {
+            var pattern = line
+            if pattern.last == .carriageReturn { pattern.removeLast() }
+            guard pattern.first != .hash else { return nil }
+            pattern = Self.trimmingTrailingSpaces(pattern)
+            negated = pattern.first == .bang
+            if negated { pattern.removeFirst() }
+            directoryOnly = pattern.last == .slash
+            if directoryOnly { pattern.removeLast() }
+            let anchored = pattern.contains(.slash)
+            if pattern.first == .slash { pattern.removeFirst() }
+            guard !pattern.isEmpty, let segments = Segment.parse(pattern) else { return nil }
+            matcher = anchored ? .path(segments) : Matcher(basename: segments[0])
+        }
+
+        /// Drops trailing spaces; an escaped character (`\ ` included) is kept.
+        private static func trimmingTrailingSpaces(_ line: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+            var end = line.startIndex
+            var index = line.startIndex
+            while index < line.endIndex {
+                if line[index] == .backslash {
+                    index = min(index + 2, line.endIndex)
+                    end = index
+                } else {
+                    if line[index] != .space { end = index + 1 }
+                    index += 1
+                }
+            }
+            return line[..<end]
+        }
     }
 
-    /// A compiled pattern. Basename-only literal and `*suffix` patterns (the common `node_modules`,
-    /// `*.o`) skip the general segment matcher.
+    /// A compiled pattern. Name-only literals (`node_modules`) and `*suffix` patterns (`*.o`), the
+    /// common cases, skip the glob matcher.
     enum Matcher: Sendable {
         case name([UInt8])
-        case nameSuffix([UInt8])
+        case suffix([UInt8])
         case basename(Glob)
-        case anchored([Segment])
+        case path([Segment])
+
+        init(basename segment: Segment) {
+            guard case .glob(let glob) = segment else {
+                self = .basename(Glob([.star]))   // a lone `**` is a plain `*` here
+                return
+            }
+            if let literal = glob.literal() {
+                self = .name(literal)
+            } else if glob.tokens.first == .star, let suffix = glob.literal(droppingFirst: 1) {
+                self = .suffix(suffix)
+            } else {
+                self = .basename(glob)
+            }
+        }
+
+        func matches(path: Text, name: Text) -> Bool {
+            switch self {
+            case .name(let literal):
+                return name.count == literal.count && name.elementsEqual(literal)
+            case .suffix(let suffix):
+                return name.count >= suffix.count && name.suffix(suffix.count).elementsEqual(suffix)
+            case .basename(let glob):
+                return glob.matches(name)
+            case .path(let segments):
+                return Self.matches(segments[...], path)
+            }
+        }
+
+        /// Matches `pattern` against `path`, the rest of the path still to match (nil once all of
+        /// it is consumed), one segment at a time.
+        private static func matches(_ pattern: ArraySlice<Segment>, _ path: Text?) -> Bool {
+            guard let segment = pattern.first else { return path == nil }
+            let rest = pattern.dropFirst()
+            switch segment {
+            case .glob(let glob):
+                guard let path else { return false }
+                let end = path.firstIndex(of: .slash) ?? path.endIndex
+                return glob.matches(path[..<end]) && matches(rest, end == path.endIndex ? nil : path[(end + 1)...])
+            case .anyDepth:
+                guard !rest.isEmpty else { return path != nil }   // trailing `/**`: at least one segment
+                var candidate = path
+                while let current = candidate {
+                    if matches(rest, current) { return true }
+                    candidate = current.firstIndex(of: .slash).map { current[($0 + 1)...] }
+                }
+                return false
+            }
+        }
     }
 
-    enum Segment: Sendable, Equatable {
-        case anyDepth           // `**`
+    /// One `/`-separated piece of a pattern.
+    enum Segment: Sendable {
+        case anyDepth   // `**`
         case glob(Glob)
+
+        /// Splits `pattern` at unescaped `/` (`\/` too, as git's wildmatch does) and compiles each
+        /// piece; nil when the pattern is malformed. A `/` inside a class stays in it, where it can
+        /// never match.
+        static func parse(_ pattern: ArraySlice<UInt8>) -> [Segment]? {
+            var segments: [Segment] = []
+            var tokens: [Token] = []
+            var index = pattern.startIndex
+            while index < pattern.endIndex {
+                let byte = pattern[index]
+                index += 1
+                switch byte {
+                case .slash:
+                    segments.append(Segment(tokens))
+                    tokens = []
+                case .backslash:
+                    guard index < pattern.endIndex else { return nil }
+                    if pattern[index] == .slash {
+                        segments.append(Segment(tokens))
+                        tokens = []
+                    } else {
+                        tokens.append(.byte(pattern[index]))
+                    }
+                    index += 1
+                case .star:
+                    tokens.append(.star)
+                case .question:
+                    tokens.append(.any)
+                case .openBracket:
+                    guard let (set, end) = ByteSet.parseClass(pattern[index...]) else { return nil }
+                    tokens.append(.set(set))
+                    index = end
+                default:
+                    tokens.append(.byte(byte))
+                }
+            }
+            segments.append(Segment(tokens))
+            return segments
+        }
+
+        private init(_ tokens: [Token]) {
+            self = tokens.count >= 2 && tokens.allSatisfy { $0 == .star } ? .anyDepth : .glob(Glob(tokens))
+        }
     }
 
     enum Token: Sendable, Equatable {
-        case literal(UInt8)
-        case any                // `?`
-        case star               // `*`
-        case set([ClosedRange<UInt8>], negated: Bool)
+        case byte(UInt8)
+        case any        // `?`
+        case star       // `*`
+        case set(ByteSet)
     }
 
-    typealias Glob = [Token]
+    /// A pattern for one path segment.
+    struct Glob: Sendable {
+        let tokens: [Token]
 
-    let rules: [Rule]
-
-    public static let empty = IgnoreRules(parsing: "")
-
-    public init(parsing text: String) {
-        rules = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
-            .compactMap { Self.compile(Array(String($0).utf8)) }
-    }
-
-    /// Whether `path` (folder-relative, `/`-separated) is ignored, itself or through an ancestor.
-    public func isIgnored(_ path: String, isDirectory: Bool) -> Bool {
-        if path == ".syncd" || path.hasPrefix(".syncd/") { return true }
-        if rules.isEmpty { return false }
-        let segments = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { Array($0) }
-        guard !segments.isEmpty else { return false }
-        for depth in 1..<segments.count where verdict(segments[..<depth], isDirectory: true) {
-            return true
-        }
-        return verdict(segments[...], isDirectory: isDirectory)
-    }
-
-    /// The last matching rule's verdict for the path itself (ancestors not considered).
-    private func verdict(_ segments: ArraySlice<[UInt8]>, isDirectory: Bool) -> Bool {
-        for rule in rules.reversed() where !rule.directoryOnly || isDirectory {
-            if Self.matches(rule.matcher, segments) { return !rule.negated }
-        }
-        return false
-    }
-
-    static func matches(_ matcher: Matcher, _ segments: ArraySlice<[UInt8]>) -> Bool {
-        let name = segments.last!
-        switch matcher {
-        case .name(let literal): return name == literal
-        case .nameSuffix(let suffix): return name.count >= suffix.count && name.suffix(suffix.count).elementsEqual(suffix)
-        case .basename(let glob): return matchGlob(glob[...], name[...])
-        case .anchored(let pattern): return matchSegments(pattern[...], segments)
-        }
-    }
-
-    /// Segment-level matching; `**` takes zero or more segments, except in last position, where it
-    /// takes at least one ("everything inside", not the directory itself).
-    static func matchSegments(_ pattern: ArraySlice<Segment>, _ path: ArraySlice<[UInt8]>) -> Bool {
-        guard let first = pattern.first else { return path.isEmpty }
-        switch first {
-        case .anyDepth:
-            let rest = pattern.dropFirst()
-            if rest.isEmpty { return !path.isEmpty }
-            var tail = path
-            while true {
-                if matchSegments(rest, tail) { return true }
-                guard !tail.isEmpty else { return false }
-                tail = tail.dropFirst()
+        /// Runs of `*` collapse into one.
+        init(_ tokens: [Token]) {
+            var collapsed: [Token] = []
+            for token in tokens where token != .star || collapsed.last != .star {
+                collapsed.append(token)
             }
-        case .glob(let glob):
-            guard let segment = path.first, matchGlob(glob[...], segment[...]) else { return false }
-            return matchSegments(pattern.dropFirst(), path.dropFirst())
+            self.tokens = collapsed
         }
-    }
 
-    /// Glob matching within one path segment (no `/` to worry about), iterative with one
-    /// backtrack point per `*` as in classic wildcard matching.
-    static func matchGlob(_ glob: ArraySlice<Token>, _ text: ArraySlice<UInt8>) -> Bool {
-        var g = glob.startIndex, t = text.startIndex
-        var starAt: Int?, starText = text.startIndex
-        while t < text.endIndex {
-            if g < glob.endIndex {
-                switch glob[g] {
-                case .star:
-                    starAt = g; starText = t; g += 1
-                    continue
-                case .any:
-                    g += 1; t += 1
-                    continue
-                case .literal(let c) where c == text[t]:
-                    g += 1; t += 1
-                    continue
-                case let .set(ranges, negated) where ranges.contains { $0.contains(text[t]) } != negated:
-                    g += 1; t += 1
-                    continue
-                default:
-                    break
+        /// The bytes the glob spells after its first `count` tokens, if they are all plain bytes.
+        func literal(droppingFirst count: Int = 0) -> [UInt8]? {
+            var bytes: [UInt8] = []
+            for token in tokens.dropFirst(count) {
+                guard case .byte(let byte) = token else { return nil }
+                bytes.append(byte)
+            }
+            return bytes
+        }
+
+        /// Classic wildcard matching: each `*` is a backtrack point, and only the latest one needs
+        /// to be retried, since a later `*` can absorb whatever an earlier one would.
+        func matches(_ text: Text) -> Bool {
+            var token = 0
+            var byte = text.startIndex
+            var retry: (token: Int, byte: Int)?
+            while byte < text.endIndex {
+                if token < tokens.count {
+                    switch tokens[token] {
+                    case .star:
+                        token += 1
+                        retry = (token, byte)
+                        continue
+                    case .any:
+                        token += 1
+                        byte += 1
+                        continue
+                    case .byte(let expected) where expected == text[byte]:
+                        token += 1
+                        byte += 1
+                        continue
+                    case .set(let set) where set.contains(text[byte]):
+                        token += 1
+                        byte += 1
+                        continue
+                    default:
+                        break
+                    }
                 }
+                guard let (starNext, starByte) = retry else { return false }
+                retry = (starNext, starByte + 1)
+                token = starNext
+                byte = starByte + 1
             }
-            guard let star = starAt else { return false }
-            g = star + 1
-            starText += 1
-            t = starText
+            while token < tokens.count, tokens[token] == .star { token += 1 }
+            return token == tokens.count
         }
-        while g < glob.endIndex, glob[g] == .star { g += 1 }
-        return g == glob.endIndex
     }
 
-    // MARK: compiling
+    /// A set of bytes, one bit each.
+    struct ByteSet: Sendable, Equatable {
+        private var words = SIMD4<UInt64>()
 
-    static func compile(_ line: [UInt8]) -> Rule? {
-        var bytes = line
-        if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
-        // Trailing spaces go, unless the last one is escaped.
-        while bytes.last == UInt8(ascii: " ") {
-            if bytes.count >= 2 && bytes[bytes.count - 2] == UInt8(ascii: "\\") { break }
-            bytes.removeLast()
+        func contains(_ byte: UInt8) -> Bool {
+            (words[Int(byte >> 6)] >> (byte & 63)) & 1 == 1
         }
-        guard let first = bytes.first, first != UInt8(ascii: "#") else { return nil }
-        var negated = false
-        if first == UInt8(ascii: "!") {
-            negated = true
-            bytes.removeFirst()
-        }
-        var directoryOnly = false
-        if bytes.last == UInt8(ascii: "/") && !(bytes.count >= 2 && bytes[bytes.count - 2] == UInt8(ascii: "\\")) {
-            directoryOnly = true
-            while bytes.last == UInt8(ascii: "/") { bytes.removeLast() }
-        }
-        let anchored = bytes.contains(UInt8(ascii: "/"))
-        while bytes.first == UInt8(ascii: "/") { bytes.removeFirst() }
-        guard !bytes.isEmpty else { return nil }
-        let segments = bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map { raw -> Segment in
-            raw.elementsEqual("**".utf8) ? .anyDepth : .glob(tokens(Array(raw)))
-        }
-        return Rule(negated: negated, directoryOnly: directoryOnly,
-                    matcher: anchored ? .anchored(segments) : basenameMatcher(segments[0]))
-    }
 
-    static func basenameMatcher(_ segment: Segment) -> Matcher {
-        guard case .glob(let glob) = segment else { return .anchored([.anyDepth, .anyDepth]) }   // `**` alone: anything
-        var literals: [UInt8] = []
-        for token in glob {
-            guard case .literal(let c) = token else { break }
-            literals.append(c)
+        mutating func insert(_ range: ClosedRange<UInt8>) {
+            for byte in range { words[Int(byte >> 6)] |= 1 << (byte & 63) }
         }
-        if literals.count == glob.count { return .name(literals) }
-        if glob.first == .star, glob.dropFirst().allSatisfy({ if case .literal = $0 { true } else { false } }) {
-            return .nameSuffix(glob.dropFirst().map { if case .literal(let c) = $0 { c } else { 0 } })
-        }
-        return .basename(glob)
-    }
 
-    static func tokens(_ raw: [UInt8]) -> Glob {
-        var out: Glob = []
-        var i = 0
-        while i < raw.count {
-            let c = raw[i]
-            switch c {
-            case UInt8(ascii: "\\") where i + 1 < raw.count:
-                out.append(.literal(raw[i + 1])); i += 2
-            case UInt8(ascii: "*"):
-                if out.last != .star { out.append(.star) }
-                i += 1
-            case UInt8(ascii: "?"):
-                out.append(.any); i += 1
-            case UInt8(ascii: "["):
-                if let (set, next) = characterClass(raw, from: i) {
-                    out.append(set); i = next
+        /// Parses a class whose `[` comes just before `pattern`, following git's wildmatch; returns
+        /// the set and the index after its `]`, or nil when the class is malformed.
+        static func parseClass(_ pattern: ArraySlice<UInt8>) -> (ByteSet, Int)? {
+            var set = ByteSet()
+            var index = pattern.startIndex
+            let negated = index < pattern.endIndex && (pattern[index] == .bang || pattern[index] == .caret)
+            if negated { index += 1 }
+            let first = index
+            var previous: UInt8?   // the last single member, which a following `-` can extend to a range
+            while index < pattern.endIndex, pattern[index] != .closeBracket || index == first {
+                var byte = pattern[index]
+                if byte == .backslash {
+                    index += 1
+                    guard index < pattern.endIndex else { return nil }
+                    byte = pattern[index]
+                    set.insert(byte...byte)
+                    previous = byte
+                } else if byte == .dash, let low = previous, index + 1 < pattern.endIndex,
+                          pattern[index + 1] != .closeBracket {
+                    index += 1
+                    var high = pattern[index]
+                    if high == .backslash {
+                        index += 1
+                        guard index < pattern.endIndex else { return nil }
+                        high = pattern[index]
+                    }
+                    if low <= high { set.insert(low...high) }
+                    previous = nil
+                } else if byte == .openBracket, index + 1 < pattern.endIndex, pattern[index + 1] == .colon {
+                    let nameStart = index + 2
+                    guard let close = pattern[nameStart...].firstIndex(of: .closeBracket) else { return nil }
+                    if close > nameStart, pattern[close - 1] == .colon {
+                        guard let ranges = posixClass(pattern[nameStart..<(close - 1)]) else { return nil }
+                        ranges.forEach { set.insert($0) }
+                        previous = nil
+                        index = close
+                    } else {   // no `:]`: the `[` is an ordinary member
+                        set.insert(byte...byte)
+                        previous = byte
+                    }
                 } else {
-                    out.append(.literal(c)); i += 1
+                    set.insert(byte...byte)
+                    previous = byte
                 }
-            default:
-                out.append(.literal(c)); i += 1
+                index += 1
             }
+            guard index < pattern.endIndex else { return nil }
+            if negated { set.words = ~set.words }
+            return (set, index + 1)
         }
-        return out
-    }
 
-    /// `[...]` starting at `start`; nil if it never closes.
-    static func characterClass(_ raw: [UInt8], from start: Int) -> (Token, Int)? {
-        var i = start + 1
-        var negated = false
-        if i < raw.count && (raw[i] == UInt8(ascii: "!") || raw[i] == UInt8(ascii: "^")) { negated = true; i += 1 }
-        var ranges: [ClosedRange<UInt8>] = []
-        var first = true
-        while i < raw.count {
-            var c = raw[i]
-            if c == UInt8(ascii: "]") && !first { return (.set(ranges, negated: negated), i + 1) }
-            first = false
-            if c == UInt8(ascii: "\\") && i + 1 < raw.count { i += 1; c = raw[i] }
-            if i + 2 < raw.count && raw[i + 1] == UInt8(ascii: "-") && raw[i + 2] != UInt8(ascii: "]") {
-                let hi = raw[i + 2]
-                if c <= hi { ranges.append(c...hi) }
-                i += 3
-            } else {
-                ranges.append(c...c)
-                i += 1
+        /// The ASCII members of a POSIX class, as in the C locale; nil for an unknown name.
+        private static func posixClass(_ name: ArraySlice<UInt8>) -> [ClosedRange<UInt8>]? {
+            let digit: [ClosedRange<UInt8>] = [48...57], upper: [ClosedRange<UInt8>] = [65...90]
+            let lower: [ClosedRange<UInt8>] = [97...122]
+            switch String(decoding: name, as: UTF8.self) {
+            case "alnum": return digit + upper + lower
+            case "alpha": return upper + lower
+            case "blank": return [9...9, 32...32]
+            case "cntrl": return [0...31, 127...127]
+            case "digit": return digit
+            case "graph": return [33...126]
+            case "lower": return lower
+            case "print": return [32...126]
+            case "punct": return [33...47, 58...64, 91...96, 123...126]
+            case "space": return [9...13, 32...32]
+            case "upper": return upper
+            case "xdigit": return digit + [65...70, 97...102]
+            default: return nil
             }
         }
-        return nil
     }
+}
+
+private extension UInt8 {
+    static let newline = UInt8(ascii: "\n")
+    static let carriageReturn = UInt8(ascii: "\r")
+    static let space = UInt8(ascii: " ")
+    static let hash = UInt8(ascii: "#")
+    static let bang = UInt8(ascii: "!")
+    static let caret = UInt8(ascii: "^")
+    static let slash = UInt8(ascii: "/")
+    static let backslash = UInt8(ascii: "\\")
+    static let star = UInt8(ascii: "*")
+    static let question = UInt8(ascii: "?")
+    static let dash = UInt8(ascii: "-")
+    static let colon = UInt8(ascii: ":")
+    static let openBracket = UInt8(ascii: "[")
+    static let closeBracket = UInt8(ascii: "]")
 }

@@ -2,8 +2,14 @@
 import XCTest
 
 final class IgnoreRulesTests: XCTestCase {
-    func ignored(_ rules: String, _ path: String, dir: Bool = false) -> Bool {
+    private func ignored(_ rules: String, _ path: String, dir: Bool = false) -> Bool {
         IgnoreRules(parsing: rules).isIgnored(path, isDirectory: dir)
+    }
+
+    func test_emptyRules_shouldIgnoreNothing() {
+        XCTAssertFalse(IgnoreRules.empty.isIgnored("a.log", isDirectory: false))
+        XCTAssertFalse(IgnoreRules.empty.isIgnored("src/build", isDirectory: true))
+        XCTAssertFalse(ignored("*", ""), "the folder root itself")
     }
 
     func test_basenamePattern_shouldMatchAtAnyDepth() {
@@ -11,87 +17,102 @@ final class IgnoreRulesTests: XCTestCase {
         XCTAssertTrue(ignored("*.log", "deep/er/a.log"))
         XCTAssertFalse(ignored("*.log", "a.log.txt"))
         XCTAssertTrue(ignored("node_modules", "web/node_modules", dir: true))
-        XCTAssertTrue(ignored("node_modules", "web/node_modules/x/y.js"), "inside an ignored directory")
-        XCTAssertFalse(ignored("node_modules", "web/node_modules_old/y.js"))
+        XCTAssertFalse(ignored("node_modules", "web/node_modules_old", dir: true))
+        XCTAssertTrue(ignored("a*c?.[ch]", "x/abbcd.h"), "a name glob beyond the literal fast paths")
     }
 
     func test_star_shouldNotCrossSlash() {
         XCTAssertTrue(ignored("doc/*.txt", "doc/a.txt"))
         XCTAssertFalse(ignored("doc/*.txt", "doc/x/a.txt"))
-        XCTAssertFalse(ignored("a*c", "ab/c"))
-        XCTAssertTrue(ignored("a*c", "abbbc"))
         XCTAssertTrue(ignored("a?c", "abc"))
-        XCTAssertFalse(ignored("a?c", "a/c"))
+        XCTAssertFalse(ignored("a/?c", "a/bbc"), "? is exactly one character")
     }
 
-    func test_leadingSlash_shouldAnchorAtRoot() {
+    func test_slash_shouldAnchorAtRoot() {
         XCTAssertTrue(ignored("/root.txt", "root.txt"))
         XCTAssertFalse(ignored("/root.txt", "sub/root.txt"))
         XCTAssertTrue(ignored("build/out", "build/out"))
         XCTAssertFalse(ignored("build/out", "x/build/out"), "a middle slash anchors too")
     }
 
-    func test_doubleStar_shouldMatchAnyDepth() {
+    func test_doubleStar_shouldMatchAcrossDirectories() {
         XCTAssertTrue(ignored("**/foo", "foo"))
         XCTAssertTrue(ignored("**/foo", "a/b/foo"))
-        XCTAssertTrue(ignored("**/foo/bar", "x/foo/bar"))
-        XCTAssertTrue(ignored("abc/**", "abc/x"))
-        XCTAssertTrue(ignored("abc/**", "abc/x/y/z"))
-        XCTAssertFalse(ignored("abc/**", "abc", dir: true), "trailing /** is everything inside, not the directory")
+        XCTAssertFalse(ignored("**/foo/bar", "foo/baz"))
+        XCTAssertTrue(ignored("foo/**", "foo/x/y"))
+        XCTAssertFalse(ignored("foo/**", "foo", dir: true), "everything inside, not the directory")
         XCTAssertTrue(ignored("a/**/b", "a/b"))
         XCTAssertTrue(ignored("a/**/b", "a/x/b"))
         XCTAssertTrue(ignored("a/**/b", "a/x/y/b"))
         XCTAssertFalse(ignored("a/**/b", "a/x/y/c"))
-        XCTAssertTrue(ignored("a**b", "axxb"), "other ** is like *")
-        XCTAssertFalse(ignored("a**b", "ax/xb"))
+        XCTAssertTrue(ignored("a**b", "axxb"), "other consecutive asterisks are a *")
+        XCTAssertFalse(ignored("a/**b", "a/x/b"))
     }
 
     func test_trailingSlash_shouldMatchDirectoriesOnly() {
-        XCTAssertTrue(ignored("tmp/", "tmp", dir: true))
         XCTAssertTrue(ignored("tmp/", "src/tmp", dir: true))
         XCTAssertTrue(ignored("tmp/", "tmp/file.c"), "files under the directory")
         XCTAssertFalse(ignored("tmp/", "tmp"), "a file named tmp is not a directory")
     }
 
+    func test_ignoredAncestor_shouldIgnoreEverythingBelow() {
+        XCTAssertTrue(ignored("build", "build/x/y.c"))
+        XCTAssertTrue(ignored("/build/", "build/x/y.c"))
+        XCTAssertFalse(ignored("/build/", "src/build/y.c"))
+    }
+
     func test_negation_shouldReincludeAndLastMatchWins() {
         let rules = "*.log\n!keep.log\n"
         XCTAssertTrue(ignored(rules, "a.log"))
-        XCTAssertFalse(ignored(rules, "keep.log"))
         XCTAssertFalse(ignored(rules, "sub/keep.log"))
-        XCTAssertTrue(ignored("!keep.log\n*.log", "keep.log"), "order matters: the later rule wins")
+        XCTAssertTrue(ignored("!keep.log\n*.log", "keep.log"), "the later rule wins")
     }
 
     func test_negation_shouldNotReincludeInsideIgnoredDirectory() {
-        let rules = "build/\n!build/keep.txt\n"
-        XCTAssertTrue(ignored(rules, "build/keep.txt"))
-        // Re-including the directory itself does work.
-        XCTAssertFalse(ignored("build/\n!build/\n", "build/keep.txt"))
+        XCTAssertTrue(ignored("build/\n!build/keep.txt\n", "build/keep.txt"))
+        XCTAssertFalse(ignored("build/\n!build/\n", "build/keep.txt"), "re-including the directory works")
+        XCTAssertFalse(ignored("/*\n!/src\n/src/*\n!/src/main.c", "src/main.c"))
+        XCTAssertTrue(ignored("/*\n!/src\n/src/*\n!/src/main.c", "src/other.c"))
     }
 
-    func test_characterClasses_shouldMatchSetsRangesAndNegations() {
+    func test_characterClass_shouldMatchSetsAndRanges() {
         XCTAssertTrue(ignored("file[0-9].txt", "file7.txt"))
         XCTAssertFalse(ignored("file[0-9].txt", "filex.txt"))
         XCTAssertTrue(ignored("[abc].c", "b.c"))
         XCTAssertFalse(ignored("[abc].c", "d.c"))
+        XCTAssertTrue(ignored("[]x-]", "-"), "a leading ] and a trailing - are members")
+        XCTAssertTrue(ignored("v[[:digit:]]", "v3"))
+        XCTAssertFalse(ignored("v[[:digit:]]", "vx"))
+    }
+
+    func test_negatedCharacterClass_shouldMatchNonMembers() {
         XCTAssertTrue(ignored("[!a]x", "bx"))
         XCTAssertFalse(ignored("[!a]x", "ax"))
-        XCTAssertTrue(ignored("[^a]x", "cx"))
-        XCTAssertTrue(ignored("[]]x", "]x"), "a leading ] is a member")
+        XCTAssertTrue(ignored("[^a-c]x", "dx"))
+        XCTAssertFalse(ignored("[^a-c]x", "cx"))
     }
 
-    func test_escapesCommentsAndSpaces_shouldFollowGitignore() {
-        XCTAssertFalse(ignored("#notes", "#notes"), "a comment")
-        XCTAssertTrue(ignored("\\#notes", "#notes"))
-        XCTAssertTrue(ignored("\\!important", "!important"))
-        XCTAssertTrue(ignored("trail.txt   ", "trail.txt"), "trailing spaces dropped")
-        XCTAssertTrue(ignored("space\\ ", "space "), "an escaped trailing space stays")
-        XCTAssertFalse(ignored("space\\ ", "space"))
+    func test_escapes_shouldMakeSpecialCharactersLiteral() {
+        XCTAssertTrue(ignored("\\#x", "#x"))
+        XCTAssertTrue(ignored("\\!x", "!x"))
+        XCTAssertFalse(ignored("\\!x", "x"), "an escaped ! does not negate")
         XCTAssertTrue(ignored("a\\*b", "a*b"))
         XCTAssertFalse(ignored("a\\*b", "axb"))
-        XCTAssertFalse(ignored("\n\n   \n# only comments\n", "anything"))
     }
 
-    func test_crlfLines_shouldParseLikeLf() {
+    func test_trailingSpaces_shouldBeTrimmedUnlessEscaped() {
+        XCTAssertTrue(ignored("trail.txt   ", "trail.txt"))
+        XCTAssertTrue(ignored("space\\ ", "space "))
+        XCTAssertFalse(ignored("space\\ ", "space"))
+    }
+
+    func test_commentsAndBlankLines_shouldBeSkipped() {
+        XCTAssertFalse(ignored("#notes", "#notes"))
+        XCTAssertFalse(ignored("\n\n   \n# only comments\n", "anything"))
+        XCTAssertTrue(ignored("# header\n\n*.o\n", "x.o"))
+    }
+
+    func test_crlfLineEndings_shouldParseLikeLf() {
         let rules = "*.o\r\n!keep.o\r\ntmp/\r\n"
         XCTAssertTrue(ignored(rules, "x.o"))
         XCTAssertFalse(ignored(rules, "keep.o"))
@@ -100,19 +121,18 @@ final class IgnoreRulesTests: XCTestCase {
 
     func test_stateDirectory_shouldAlwaysBeIgnored() {
         XCTAssertTrue(IgnoreRules.empty.isIgnored(".syncd", isDirectory: true))
-        XCTAssertTrue(IgnoreRules.empty.isIgnored(".syncd/trash/x", isDirectory: false))
         XCTAssertTrue(ignored("!.syncd\n!.syncd/**", ".syncd/tmp/a"))
         XCTAssertFalse(IgnoreRules.empty.isIgnored(".syncdx", isDirectory: false))
         XCTAssertFalse(IgnoreRules.empty.isIgnored("a/.syncd", isDirectory: true), "only the folder's own")
     }
 
-    func test_malformedPatterns_shouldNotCrash() {
-        XCTAssertTrue(ignored("[abc", "[abc"), "an unterminated [ is literal")
-        XCTAssertFalse(ignored("[abc", "a"))
-        for junk in ["[", "]", "\\", "!", "/", "**", "***", "[z-a]", "a/**/", "!/", "[!]"] {
+    func test_malformedPattern_shouldMatchNothingWithoutCrashing() {
+        XCTAssertFalse(ignored("[abc", "[abc"), "an unterminated [ matches nothing, as in git")
+        XCTAssertFalse(ignored("x[[:nope:]]", "xa"), "an unknown POSIX class too")
+        XCTAssertTrue(ignored("[abc\n*.o", "x.o"), "the following lines still apply")
+        for junk in ["[", "[!", "]", "\\", "!", "/", "**", "***", "[z-a]", "a/**/", "!/", "[[:", "a\\"] {
             _ = ignored(junk, "some/path.txt")
             _ = ignored(junk, "x", dir: true)
         }
-        XCTAssertTrue(ignored("**", "any/thing"))
     }
 }
