@@ -1,252 +1,254 @@
 @preconcurrency import Crypto
 
-/// Why a handshake step failed. After any failure the handshake is dead.
-public enum NoiseError: Error, Sendable, Equatable, CustomStringConvertible {
-    case authenticationFailed, malformed(String), wrongState, nonceExhausted
-
-    public var description: String {
-        switch self {
-        case .authenticationFailed: "authentication failed"
-        case .malformed(let why): "malformed handshake message: \(why)"
-        case .wrongState: "handshake message out of order"
-        case .nonceExhausted: "nonce exhausted"
-        }
-    }
-}
-
-/// Noise CipherState (Noise §5.1) with AESGCM: nonce = 4 zero bytes || n as u64 big-endian.
-public struct NoiseCipherState: Sendable {
-    public private(set) var key: [UInt8]?
-    public private(set) var nonce: UInt64 = 0
-
-    public init(key: [UInt8]? = nil) { self.key = key }
-
-    public mutating func encrypt(ad: [UInt8], plaintext: [UInt8]) throws(NoiseError) -> [UInt8] {
-        guard let key else { return plaintext }
-        guard nonce < UInt64.max else { throw .nonceExhausted }
-        defer { nonce += 1 }
-        guard let box = try? AES.GCM.seal(plaintext, using: SymmetricKey(data: key), nonce: Self.gcmNonce(nonce),
-                                          authenticating: ad) else { throw .authenticationFailed }
-        return Array(box.ciphertext) + Array(box.tag)
-    }
-
-    public mutating func decrypt(ad: [UInt8], ciphertext: [UInt8]) throws(NoiseError) -> [UInt8] {
-        guard let key else { return ciphertext }
-        guard nonce < UInt64.max else { throw .nonceExhausted }
-        guard ciphertext.count >= 16 else { throw .malformed("ciphertext shorter than its tag") }
-        guard let box = try? AES.GCM.SealedBox(nonce: Self.gcmNonce(nonce), ciphertext: ciphertext.dropLast(16),
-                                               tag: ciphertext.suffix(16)),
-              let plain = try? AES.GCM.open(box, using: SymmetricKey(data: key), authenticating: ad)
-        else { throw .authenticationFailed }
-        nonce += 1
-        return Array(plain)
-    }
-
-    static func gcmNonce(_ n: UInt64) -> AES.GCM.Nonce {
-        var bytes = [UInt8](repeating: 0, count: 4)
-        withUnsafeBytes(of: n.bigEndian) { bytes.append(contentsOf: $0) }
-        return try! AES.GCM.Nonce(data: bytes)
-    }
-}
-
-/// Noise SymmetricState (§5.2) over SHA-256.
-struct NoiseSymmetricState: Sendable {
-    var cipher = NoiseCipherState()
-    var chainingKey: [UInt8]
-    var hash: [UInt8]
-
-    init(protocolName: String) {
-        let name = Array(protocolName.utf8)
-        hash = name.count <= 32 ? name + [UInt8](repeating: 0, count: 32 - name.count) : Array(SHA256.hash(data: name))
-        chainingKey = hash
-    }
-
-    mutating func mixHash(_ data: [UInt8]) { hash = Array(SHA256.hash(data: hash + data)) }
-
-    mutating func mixKey(_ input: [UInt8]) {
-        let out = Self.hkdf(chainingKey, input, outputs: 2)
-        chainingKey = out[0]
-        cipher = NoiseCipherState(key: out[1])
-    }
-
-    mutating func mixKeyAndHash(_ input: [UInt8]) {
-        let out = Self.hkdf(chainingKey, input, outputs: 3)
-        chainingKey = out[0]
-        mixHash(out[1])
-        cipher = NoiseCipherState(key: out[2])
-    }
-
-    mutating func encryptAndHash(_ plaintext: [UInt8]) throws(NoiseError) -> [UInt8] {
-        let c = try cipher.encrypt(ad: hash, plaintext: plaintext)
-        mixHash(c)
-        return c
-    }
-
-    mutating func decryptAndHash(_ ciphertext: [UInt8]) throws(NoiseError) -> [UInt8] {
-        let p = try cipher.decrypt(ad: hash, ciphertext: ciphertext)
-        mixHash(ciphertext)
-        return p
-    }
-
-    func split() -> (NoiseCipherState, NoiseCipherState) {
-        let out = Self.hkdf(chainingKey, [], outputs: 2)
-        return (NoiseCipherState(key: out[0]), NoiseCipherState(key: out[1]))
-    }
-
-    /// Noise's HKDF (§4.3): HMAC-SHA256 extract with the chaining key, then 2 or 3 expand blocks.
-    static func hkdf(_ chainingKey: [UInt8], _ input: [UInt8], outputs: Int) -> [[UInt8]] {
-        let temp = SymmetricKey(data: Array(HMAC<SHA256>.authenticationCode(for: input, using: SymmetricKey(data: chainingKey))))
-        var out: [[UInt8]] = []
-        var previous: [UInt8] = []
-        for i in 1...outputs {
-            previous = Array(HMAC<SHA256>.authenticationCode(for: previous + [UInt8(i)], using: temp))
-            out.append(previous)
-        }
-        return out
-    }
-}
-
-/// Noise_XXpsk3_25519_AESGCM_SHA256 (Noise rev. 34, §7.5 and §9) as a pure state machine:
+/// `Noise_XXpsk3_25519_AESGCM_SHA256` (Noise Protocol Framework rev. 34) as a pure state machine:
+/// bytes in, bytes out, no I/O and no clocks.
 ///
-///     -> e
-///     <- e, ee, s, es
-///     -> s, se, psk
+///     XXpsk3:                    (§7.5 XX, with the psk3 modifier of §9.4)
+///       -> e
+///       <- e, ee, s, es
+///       -> s, se, psk
 ///
-/// With a PSK, every `e` token also mixes the ephemeral key into the cipher key (§9.2). The PSK is
-/// mixed last, so only message 3 — and everything after it — needs the secret: a responder sees a
-/// wrong PSK as a tag failure on message 3 and never returns its payload.
+/// This is a `HandshakeState` (§5.3) with X25519 (§12.1), AES-256-GCM (§12.4) and SHA-256 (§12.5).
+/// Because it is a PSK handshake, every `e` token is `MixHash(e.pub)` followed by `MixKey(e.pub)` (§9.2),
+/// so even message 1's payload is encrypted. The PSK is mixed last, in message 3: a responder whose
+/// PSK differs fails message 3's payload tag with `.authenticationFailed` and returns nothing from it.
+///
+/// Any error kills the handshake: every later call throws `.wrongState` (§5: "If any error is
+/// signaled … the handshake has failed"). A message is applied all-or-nothing.
 public struct NoiseHandshake: Sendable {
     public static let protocolName = "Noise_XXpsk3_25519_AESGCM_SHA256"
-    public static let maxMessage = 65535
+    /// "All Noise messages are less than or equal to 65535 bytes in length" (§3).
+    public static let maxMessageLength = 65535
+    /// DHLEN for 25519 (§12.1); also the PSK length (§9).
+    public static let keyLength = 32
 
-    public enum Role: Sendable { case initiator, responder }
+    public enum Role: Sendable, Equatable { case initiator, responder }
 
-    enum Token { case e, s, ee, es, se, psk }
-    static let pattern: [[Token]] = [[.e], [.e, .ee, .s, .es], [.s, .se, .psk]]
+    /// Message-pattern tokens (§7.1, §9.2).
+    enum Token: Sendable { case e, s, ee, es, se, psk }
+
+    /// The three message patterns; message `i` is written by the initiator when `i` is even.
+    static let messagePatterns: [[Token]] = [
+        [.e],
+        [.e, .ee, .s, .es],
+        [.s, .se, .psk],
+    ]
+
+    enum Phase: Sendable, Equatable {
+        /// Waiting for message `index` (0-based) to be written or read.
+        case message(Int)
+        case complete
+        case dead
+    }
 
     public let role: Role
     private var symmetric: NoiseSymmetricState
     private let psk: [UInt8]
-    private let staticKey: Curve25519.KeyAgreement.PrivateKey
-    private var ephemeralKey: Curve25519.KeyAgreement.PrivateKey?
-    private let injectedEphemeral: Curve25519.KeyAgreement.PrivateKey?
+    private let localStatic: Curve25519.KeyAgreement.PrivateKey
+    /// Injected for test vectors, otherwise generated when the `e` token is written.
+    private var localEphemeral: Curve25519.KeyAgreement.PrivateKey?
     private var remoteEphemeral: Curve25519.KeyAgreement.PublicKey?
-    public private(set) var remoteStaticKey: [UInt8]?
     private var remoteStatic: Curve25519.KeyAgreement.PublicKey?
-    private var step = 0
-    private var failed = false
+    private(set) var phase: Phase = .message(0)
 
-    /// `ephemeralKey` is for test vectors only; a real handshake draws a fresh one.
+    /// `Initialize()` (§5.3): `InitializeSymmetric(protocol_name)`, then `MixHash(prologue)`.
+    /// XX has no pre-messages. `psk` must be 32 bytes; otherwise the first call throws `.malformed`.
+    /// `ephemeralKey` exists for test vectors only: a real handshake must use a fresh random one.
     public init(role: Role, prologue: [UInt8], psk: [UInt8], staticKey: Curve25519.KeyAgreement.PrivateKey,
                 ephemeralKey: Curve25519.KeyAgreement.PrivateKey? = nil) {
-        precondition(psk.count == 32, "Noise PSKs are 32 bytes")
         self.role = role
         self.psk = psk
-        self.staticKey = staticKey
-        self.injectedEphemeral = ephemeralKey
+        self.localStatic = staticKey
+        self.localEphemeral = ephemeralKey
         symmetric = NoiseSymmetricState(protocolName: Self.protocolName)
         symmetric.mixHash(prologue)
     }
 
-    public var isComplete: Bool { step == Self.pattern.count && !failed }
+    /// True once all three messages have been written or read successfully.
+    public var isComplete: Bool { phase == .complete }
+
+    /// The peer's 32-byte X25519 static public key, once message 2 (initiator) or message 3
+    /// (responder) has been read; nil before that and after any failure.
+    public var remoteStaticKey: [UInt8]? {
+        guard phase != .dead, let remoteStatic else { return nil }
+        return Array(remoteStatic.rawRepresentation)
+    }
+
+    /// `h` (§5.2; `GetHandshakeHash()`, §11.2). After completion it identifies the session (channel binding).
     public var handshakeHash: [UInt8] { symmetric.hash }
 
-    private var isMyTurn: Bool { (step % 2 == 0) == (role == .initiator) }
-
+    /// `WriteMessage(payload, message_buffer)` (§5.3) for the next message, which must be ours to send.
     public mutating func writeMessage(payload: [UInt8]) throws(NoiseError) -> [UInt8] {
-        guard !failed, step < Self.pattern.count, isMyTurn else { failed = true; throw .wrongState }
+        let index = try claimTurn(writing: true)
+        var next = self
         do throws(NoiseError) {
-            var out: [UInt8] = []
-            for token in Self.pattern[step] {
-                switch token {
-                case .e:
-                    let e = injectedEphemeral ?? Curve25519.KeyAgreement.PrivateKey()
-                    ephemeralKey = e
-                    let pub = Array(e.publicKey.rawRepresentation)
-                    out += pub
-                    symmetric.mixHash(pub)
-                    symmetric.mixKey(pub)
-                case .s: out += try symmetric.encryptAndHash(Array(staticKey.publicKey.rawRepresentation))
-                case .psk: symmetric.mixKeyAndHash(psk)
-                case .ee, .es, .se: try mixDH(token)
-                }
-            }
-            out += try symmetric.encryptAndHash(payload)
-            guard out.count <= Self.maxMessage else { throw NoiseError.malformed("message exceeds 65535 bytes") }
-            step += 1
-            return out
+            let message = try next.write(Self.messagePatterns[index], payload: payload)
+            next.advance(past: index)
+            self = next
+            return message
         } catch {
-            failed = true
+            kill()
             throw error
         }
     }
 
+    /// `ReadMessage(message, payload_buffer)` (§5.3) for the next message, which must be the peer's.
+    /// Returns the decrypted payload; nothing is returned, and nothing is kept, if any check fails.
     public mutating func readMessage(_ message: [UInt8]) throws(NoiseError) -> [UInt8] {
-        guard !failed, step < Self.pattern.count, !isMyTurn else { failed = true; throw .wrongState }
+        let index = try claimTurn(writing: false)
+        var next = self
         do throws(NoiseError) {
-            guard message.count <= Self.maxMessage else { throw NoiseError.malformed("message exceeds 65535 bytes") }
-            var rest = message[...]
-            func take(_ n: Int) throws(NoiseError) -> [UInt8] {
-                guard rest.count >= n else { throw .malformed("message too short") }
-                defer { rest = rest.dropFirst(n) }
-                return Array(rest.prefix(n))
-            }
-            for token in Self.pattern[step] {
-                switch token {
-                case .e:
-                    let pub = try take(32)
-                    guard let key = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: pub) else {
-                        throw NoiseError.malformed("ephemeral key")
-                    }
-                    remoteEphemeral = key
-                    symmetric.mixHash(pub)
-                    symmetric.mixKey(pub)
-                case .s:
-                    let pub = try symmetric.decryptAndHash(try take(symmetric.cipher.key == nil ? 32 : 48))
-                    guard let key = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: pub) else {
-                        throw NoiseError.malformed("static key")
-                    }
-                    remoteStatic = key
-                    remoteStaticKey = pub
-                case .psk: symmetric.mixKeyAndHash(psk)
-                case .ee, .es, .se: try mixDH(token)
-                }
-            }
-            let payload = try symmetric.decryptAndHash(Array(rest))
-            step += 1
+            let payload = try next.read(Self.messagePatterns[index], message: message)
+            next.advance(past: index)
+            self = next
             return payload
         } catch {
-            failed = true
-            remoteStaticKey = nil
+            kill()
             throw error
         }
     }
 
-    /// The two transport keys, oriented for this side: the initiator sends with the first.
+    /// `Split()` (§5.2) after the handshake: `k1` encrypts initiator → responder, `k2` the other way.
+    /// Oriented for this side, so the initiator gets `(k1, k2)` and the responder `(k2, k1)`.
+    /// Use each key with a `NoiseCipherState` whose nonce starts at 0.
     public func split() throws(NoiseError) -> (sendKey: [UInt8], receiveKey: [UInt8]) {
-        guard isComplete else { throw .wrongState }
-        let (c1, c2) = symmetric.split()
-        return role == .initiator ? (c1.key!, c2.key!) : (c2.key!, c1.key!)
+        guard phase == .complete else { throw .wrongState }
+        let (k1, k2) = symmetric.split()
+        return role == .initiator ? (k1, k2) : (k2, k1)
     }
 
-    /// The transport cipher states (c1 initiator→responder, c2 responder→initiator), for vectors.
-    func splitStates() -> (NoiseCipherState, NoiseCipherState) { symmetric.split() }
+    // MARK: - Steps
 
-    /// ee, es, se (§7.1): which local key meets which remote key depends on the role.
+    /// The index of the next message if it is ours to write (or the peer's, when reading); kills otherwise.
+    private mutating func claimTurn(writing: Bool) throws(NoiseError) -> Int {
+        guard case .message(let index) = phase else {
+            kill()
+            throw .wrongState
+        }
+        let initiatorSends = index % 2 == 0
+        let weSend = initiatorSends == (role == .initiator)
+        guard weSend == writing else {
+            kill()
+            throw .wrongState
+        }
+        guard psk.count == Self.keyLength else {
+            kill()
+            throw .malformed("PSK must be \(Self.keyLength) bytes")
+        }
+        return index
+    }
+
+    private mutating func advance(past index: Int) {
+        phase = index + 1 == Self.messagePatterns.count ? .complete : .message(index + 1)
+    }
+
+    /// A dead handshake forgets what it learned from the peer.
+    private mutating func kill() {
+        phase = .dead
+        remoteStatic = nil
+        remoteEphemeral = nil
+    }
+
+    private mutating func write(_ tokens: [Token], payload: [UInt8]) throws(NoiseError) -> [UInt8] {
+        var message: [UInt8] = []
+        for token in tokens {
+            switch token {
+            case .e:
+                let ephemeral = localEphemeral ?? Curve25519.KeyAgreement.PrivateKey()
+                localEphemeral = ephemeral
+                let publicKey = Array(ephemeral.publicKey.rawRepresentation)
+                message += publicKey
+                mixEphemeral(publicKey)
+            case .s:
+                message += try symmetric.encryptAndHash(Array(localStatic.publicKey.rawRepresentation))
+            case .ee, .es, .se:
+                try mixDH(token)
+            case .psk:
+                symmetric.mixKeyAndHash(psk)
+            }
+        }
+        message += try symmetric.encryptAndHash(payload)
+        guard message.count <= Self.maxMessageLength else {
+            throw .malformed("message would be \(message.count) bytes, over \(Self.maxMessageLength)")
+        }
+        return message
+    }
+
+    private mutating func read(_ tokens: [Token], message: [UInt8]) throws(NoiseError) -> [UInt8] {
+        guard message.count <= Self.maxMessageLength else {
+            throw .malformed("message is \(message.count) bytes, over \(Self.maxMessageLength)")
+        }
+        var reader = NoiseMessageReader(message)
+        for token in tokens {
+            switch token {
+            case .e:
+                let publicKey = try reader.take(Self.keyLength, "ephemeral key")
+                remoteEphemeral = try Self.publicKey(publicKey)
+                mixEphemeral(publicKey)
+            case .s:
+                // DHLEN + 16 bytes if a key is set, otherwise DHLEN (§5.3); in XXpsk3 there is always a key.
+                let length = Self.keyLength + (symmetric.hasKey ? NoiseCipherState.tagLength : 0)
+                let plaintext = try symmetric.decryptAndHash(try reader.take(length, "static key"))
+                remoteStatic = try Self.publicKey(plaintext)
+            case .ee, .es, .se:
+                try mixDH(token)
+            case .psk:
+                symmetric.mixKeyAndHash(psk)
+            }
+        }
+        // With a key, fewer than 16 remaining bytes is `.malformed` (no room for the payload's tag).
+        return try symmetric.decryptAndHash(reader.remaining)
+    }
+
+    /// The `e` token (§5.3) in a PSK handshake (§9.2): `MixHash(e.pub)`, then `MixKey(e.pub)`.
+    private mutating func mixEphemeral(_ publicKey: [UInt8]) {
+        symmetric.mixHash(publicKey)
+        symmetric.mixKey(publicKey)
+    }
+
+    /// `ee`, `es`, `se` (§5.3): `MixKey(DH(local, remote))`. The first letter names the initiator's key,
+    /// the second the responder's, so which of our keys meets which of theirs depends on the role.
+    /// A low-order remote key yields an all-zero DH output, which Noise accepts (§12.1).
     private mutating func mixDH(_ token: Token) throws(NoiseError) {
         let local: Curve25519.KeyAgreement.PrivateKey?
         let remote: Curve25519.KeyAgreement.PublicKey?
         switch (token, role) {
-        case (.ee, _): (local, remote) = (ephemeralKey, remoteEphemeral)
-        case (.es, .initiator): (local, remote) = (ephemeralKey, remoteStatic)
-        case (.es, .responder): (local, remote) = (staticKey, remoteEphemeral)
-        case (.se, .initiator): (local, remote) = (staticKey, remoteEphemeral)
-        case (.se, .responder): (local, remote) = (ephemeralKey, remoteStatic)
-        default: throw .wrongState
+        case (.ee, _):
+            (local, remote) = (localEphemeral, remoteEphemeral)
+        case (.es, .initiator), (.se, .responder):
+            (local, remote) = (localEphemeral, remoteStatic)
+        case (.es, .responder), (.se, .initiator):
+            (local, remote) = (localStatic, remoteEphemeral)
+        default:
+            throw .wrongState
         }
         guard let local, let remote else { throw .wrongState }
-        // swift-crypto refuses an all-zero shared secret (a low-order remote key): fail the handshake.
-        guard let shared = try? local.sharedSecretFromKeyAgreement(with: remote) else { throw .malformed("invalid key") }
+        guard let shared = try? local.sharedSecretFromKeyAgreement(with: remote) else {
+            throw .malformed("X25519 failed")
+        }
         symmetric.mixKey(shared.withUnsafeBytes { Array($0) })
+    }
+
+    private static func publicKey(_ bytes: [UInt8]) throws(NoiseError) -> Curve25519.KeyAgreement.PublicKey {
+        guard let key = try? Curve25519.KeyAgreement.PublicKey(rawRepresentation: bytes) else {
+            throw .malformed("not an X25519 public key")
+        }
+        return key
+    }
+}
+
+/// Consumes a handshake message front to back; running short is `.malformed`, never a trap.
+private struct NoiseMessageReader {
+    private var bytes: ArraySlice<UInt8>
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes[...] }
+
+    var remaining: [UInt8] { Array(bytes) }
+
+    mutating func take(_ count: Int, _ what: String) throws(NoiseError) -> [UInt8] {
+        guard bytes.count >= count else { throw .malformed("message too short: \(what) truncated") }
+        let field = Array(bytes.prefix(count))
+        bytes = bytes.dropFirst(count)
+        return field
     }
 }

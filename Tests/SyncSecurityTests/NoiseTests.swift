@@ -4,132 +4,369 @@ import Foundation
 import XCTest
 
 final class NoiseTests: XCTestCase {
+    typealias PrivateKey = Curve25519.KeyAgreement.PrivateKey
+
+    // MARK: - Published vector
+
+    /// The Noise wiki's test-vector format (github.com/noiseprotocol/noise_wiki/wiki/Test-vectors).
+    struct VectorFile: Decodable {
+        let source: String
+        let vectors: [Vector]
+    }
+
     struct Vector: Decodable {
-        let protocol_name, init_prologue, init_static, init_ephemeral: String
-        let resp_prologue, resp_static, resp_ephemeral, handshake_hash: String
-        let init_psks, resp_psks: [String]
+        let protocolName: String
+        let initPrologue, initStatic, initEphemeral: String
+        let respPrologue, respStatic, respEphemeral: String
+        let initPsks, respPsks: [String]
+        let handshakeHash: String?
         let messages: [Message]
-        struct Message: Decodable { let payload, ciphertext: String }
-    }
 
-    struct VectorFile: Decodable { let source: String, vectors: [Vector] }
-
-    func key(_ hexText: String) throws -> Curve25519.KeyAgreement.PrivateKey {
-        try Curve25519.KeyAgreement.PrivateKey(rawRepresentation: hex(hexText))
-    }
-
-    /// cacophony's published vector: every handshake message byte for byte, the handshake hash,
-    /// and the transport messages that follow under the split keys.
-    func test_xxpsk3_shouldMatchPublishedVector() throws {
-        let url = try XCTUnwrap(Bundle.module.url(forResource: "noise_xxpsk3", withExtension: "json", subdirectory: "Vectors"))
-        let file = try JSONDecoder().decode(VectorFile.self, from: Data(contentsOf: url))
-        XCTAssertFalse(file.vectors.isEmpty)
-        for v in file.vectors {
-            XCTAssertEqual(v.protocol_name, NoiseHandshake.protocolName)
-            var initiator = NoiseHandshake(role: .initiator, prologue: hex(v.init_prologue), psk: hex(v.init_psks[0]),
-                                           staticKey: try key(v.init_static), ephemeralKey: try key(v.init_ephemeral))
-            var responder = NoiseHandshake(role: .responder, prologue: hex(v.resp_prologue), psk: hex(v.resp_psks[0]),
-                                           staticKey: try key(v.resp_static), ephemeralKey: try key(v.resp_ephemeral))
-            for (i, m) in v.messages.prefix(3).enumerated() {
-                var (writer, reader) = i % 2 == 0 ? (initiator, responder) : (responder, initiator)
-                let wire = try writer.writeMessage(payload: hex(m.payload))
-                XCTAssertEqual(wire, hex(m.ciphertext), "handshake message \(i + 1)")
-                XCTAssertEqual(try reader.readMessage(wire), hex(m.payload))
-                (initiator, responder) = i % 2 == 0 ? (writer, reader) : (reader, writer)
-            }
-            XCTAssertTrue(initiator.isComplete && responder.isComplete)
-            XCTAssertEqual(initiator.handshakeHash, hex(v.handshake_hash))
-            XCTAssertEqual(responder.handshakeHash, hex(v.handshake_hash))
-            XCTAssertEqual(initiator.remoteStaticKey, Array(try key(v.resp_static).publicKey.rawRepresentation))
-            XCTAssertEqual(responder.remoteStaticKey, Array(try key(v.init_static).publicKey.rawRepresentation))
-            // Transport: after the handshake the responder speaks first (the vector alternates on).
-            var (c1, c2) = initiator.splitStates()
-            for (i, m) in v.messages.dropFirst(3).enumerated() {
-                let responderSends = i % 2 == 0
-                let sealed = responderSends ? try c2.encrypt(ad: [], plaintext: hex(m.payload))
-                                            : try c1.encrypt(ad: [], plaintext: hex(m.payload))
-                XCTAssertEqual(sealed, hex(m.ciphertext), "transport message \(i + 1)")
-            }
-            // And the oriented keys the session layer uses agree across the two sides.
-            let a = try initiator.split(), b = try responder.split()
-            XCTAssertEqual(a.sendKey, b.receiveKey)
-            XCTAssertEqual(a.receiveKey, b.sendKey)
-            XCTAssertEqual(a.sendKey, c1.key)
+        struct Message: Decodable {
+            let payload, ciphertext: String
         }
     }
 
-    private func pair(psk: [UInt8] = Array(repeating: 7, count: 32), responderPSK: [UInt8]? = nil,
-                      prologue: [UInt8] = [1, 2], responderPrologue: [UInt8]? = nil)
-        -> (NoiseHandshake, NoiseHandshake, Curve25519.KeyAgreement.PrivateKey, Curve25519.KeyAgreement.PrivateKey) {
-        let si = Curve25519.KeyAgreement.PrivateKey(), sr = Curve25519.KeyAgreement.PrivateKey()
-        return (NoiseHandshake(role: .initiator, prologue: prologue, psk: psk, staticKey: si),
-                NoiseHandshake(role: .responder, prologue: responderPrologue ?? prologue, psk: responderPSK ?? psk, staticKey: sr),
-                si, sr)
+    func loadVectors() throws -> VectorFile {
+        let url = try XCTUnwrap(Bundle.module.url(forResource: "noise_xxpsk3", withExtension: "json",
+                                                  subdirectory: "Vectors"))
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(VectorFile.self, from: Data(contentsOf: url))
     }
 
-    func test_roundTrip_shouldAuthenticateBothStaticKeys() throws {
-        var (i, r, si, sr) = pair()
-        XCTAssertEqual(try r.readMessage(try i.writeMessage(payload: [])), [])
-        XCTAssertEqual(try i.readMessage(try r.writeMessage(payload: [9])), [9])
-        XCTAssertEqual(try r.readMessage(try i.writeMessage(payload: Array("hello".utf8))), Array("hello".utf8))
-        XCTAssertTrue(i.isComplete && r.isComplete)
-        XCTAssertEqual(i.handshakeHash, r.handshakeHash)
-        XCTAssertEqual(i.remoteStaticKey, Array(sr.publicKey.rawRepresentation))
-        XCTAssertEqual(r.remoteStaticKey, Array(si.publicKey.rawRepresentation))
-        let a = try i.split(), b = try r.split()
+    /// cacophony's vector: all three handshake messages byte for byte, the handshake hash, both
+    /// learned static keys, and the transport messages that follow under the split keys.
+    func test_xxpsk3_shouldMatchPublishedVector() throws {
+        let file = try loadVectors()
+        XCTAssertTrue(file.source.contains("cacophony"))
+        XCTAssertEqual(file.vectors.count, 1)
+        var transportChecked = 0
+        for vector in file.vectors {
+            XCTAssertEqual(vector.protocolName, NoiseHandshake.protocolName)
+            XCTAssertEqual(vector.initPsks.count, 1, "XXpsk3 takes exactly one PSK")
+            XCTAssertEqual(vector.respPsks.count, 1)
+            var initiator = NoiseHandshake(role: .initiator, prologue: bytes(vector.initPrologue),
+                                           psk: bytes(vector.initPsks[0]), staticKey: try key(vector.initStatic),
+                                           ephemeralKey: try key(vector.initEphemeral))
+            var responder = NoiseHandshake(role: .responder, prologue: bytes(vector.respPrologue),
+                                           psk: bytes(vector.respPsks[0]), staticKey: try key(vector.respStatic),
+                                           ephemeralKey: try key(vector.respEphemeral))
+
+            // Handshake: messages alternate initiator, responder, initiator.
+            for (index, message) in vector.messages.prefix(3).enumerated() {
+                let payload = bytes(message.payload)
+                let initiatorSends = index % 2 == 0
+                let wire = initiatorSends ? try initiator.writeMessage(payload: payload)
+                                          : try responder.writeMessage(payload: payload)
+                XCTAssertEqual(hex(wire), message.ciphertext, "handshake message \(index + 1)")
+                let read = initiatorSends ? try responder.readMessage(wire) : try initiator.readMessage(wire)
+                XCTAssertEqual(read, payload, "handshake message \(index + 1) payload")
+            }
+            XCTAssertTrue(initiator.isComplete)
+            XCTAssertTrue(responder.isComplete)
+            if let expected = vector.handshakeHash {
+                XCTAssertEqual(hex(initiator.handshakeHash), expected)
+                XCTAssertEqual(hex(responder.handshakeHash), expected)
+            }
+            XCTAssertEqual(initiator.remoteStaticKey, Array(try key(vector.respStatic).publicKey.rawRepresentation))
+            XCTAssertEqual(responder.remoteStaticKey, Array(try key(vector.initStatic).publicKey.rawRepresentation))
+
+            // Transport: the alternation continues (message 4 is the responder's), nonces count from 0.
+            let initiatorKeys = try initiator.split()
+            let responderKeys = try responder.split()
+            var initiatorSend = try NoiseCipherState(key: initiatorKeys.sendKey)
+            var initiatorReceive = try NoiseCipherState(key: initiatorKeys.receiveKey)
+            var responderSend = try NoiseCipherState(key: responderKeys.sendKey)
+            var responderReceive = try NoiseCipherState(key: responderKeys.receiveKey)
+            for (index, message) in vector.messages.enumerated().dropFirst(3) {
+                let payload = bytes(message.payload)
+                if index % 2 == 0 {
+                    let wire = try initiatorSend.encrypt(ad: [], plaintext: payload)
+                    XCTAssertEqual(hex(wire), message.ciphertext, "transport message \(index + 1)")
+                    XCTAssertEqual(try responderReceive.decrypt(ad: [], ciphertext: wire), payload)
+                } else {
+                    let wire = try responderSend.encrypt(ad: [], plaintext: payload)
+                    XCTAssertEqual(hex(wire), message.ciphertext, "transport message \(index + 1)")
+                    XCTAssertEqual(try initiatorReceive.decrypt(ad: [], ciphertext: wire), payload)
+                }
+                transportChecked += 1
+            }
+        }
+        XCTAssertEqual(transportChecked, 3)
+    }
+
+    // MARK: - Round trip
+
+    func test_roundTrip_shouldAuthenticateBothSidesAndCrossMatchKeys() throws {
+        let initiatorStatic = PrivateKey(), responderStatic = PrivateKey()
+        let psk = randomBytes(32), prologue = Array("syncd/1".utf8) + randomBytes(32)
+        var initiator = NoiseHandshake(role: .initiator, prologue: prologue, psk: psk, staticKey: initiatorStatic)
+        var responder = NoiseHandshake(role: .responder, prologue: prologue, psk: psk, staticKey: responderStatic)
+
+        XCTAssertNil(responder.remoteStaticKey)
+        XCTAssertEqual(try responder.readMessage(try initiator.writeMessage(payload: [1])), [1])
+        XCTAssertEqual(try initiator.readMessage(try responder.writeMessage(payload: [2, 2])), [2, 2])
+        XCTAssertEqual(initiator.remoteStaticKey, Array(responderStatic.publicKey.rawRepresentation))
+        XCTAssertNil(responder.remoteStaticKey, "the initiator's static key arrives in message 3")
+        XCTAssertFalse(initiator.isComplete)
+        XCTAssertThrowsError(try initiator.split()) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        XCTAssertEqual(try responder.readMessage(try initiator.writeMessage(payload: [3, 3, 3])), [3, 3, 3])
+
+        XCTAssertTrue(initiator.isComplete && responder.isComplete)
+        XCTAssertEqual(initiator.handshakeHash, responder.handshakeHash)
+        XCTAssertEqual(responder.remoteStaticKey, Array(initiatorStatic.publicKey.rawRepresentation))
+        let a = try initiator.split(), b = try responder.split()
         XCTAssertEqual(a.sendKey, b.receiveKey)
         XCTAssertEqual(a.receiveKey, b.sendKey)
         XCTAssertNotEqual(a.sendKey, a.receiveKey)
+
+        var aSend = try NoiseCipherState(key: a.sendKey), bReceive = try NoiseCipherState(key: b.receiveKey)
+        var bSend = try NoiseCipherState(key: b.sendKey), aReceive = try NoiseCipherState(key: a.receiveKey)
+        XCTAssertEqual(try bReceive.decrypt(ad: [9], ciphertext: try aSend.encrypt(ad: [9], plaintext: [4])), [4])
+        XCTAssertEqual(try aReceive.decrypt(ad: [], ciphertext: try bSend.encrypt(ad: [], plaintext: [5])), [5])
     }
 
-    /// A peer without the secret: the responder refuses message 3 and returns nothing from it.
-    func test_wrongPSK_shouldFailOnMessageThree() throws {
-        var (i, r, _, _) = pair(psk: Array(repeating: 7, count: 32), responderPSK: Array(repeating: 8, count: 32))
-        _ = try r.readMessage(try i.writeMessage(payload: []))
-        _ = try i.readMessage(try r.writeMessage(payload: []))
-        let m3 = try i.writeMessage(payload: Array("secret hello".utf8))
-        XCTAssertThrowsError(try r.readMessage(m3)) { XCTAssertEqual($0 as? NoiseError, .authenticationFailed) }
-        XCTAssertFalse(r.isComplete)
-        XCTAssertNil(r.remoteStaticKey, "nothing learned from a failed handshake is kept")
-        XCTAssertThrowsError(try r.split())
+    /// With a PSK every payload is encrypted, message 1's included (§9.2): 48 / 96 / 64 bytes when empty.
+    func test_messageSizes_shouldMatchTheDocumentedLayout() throws {
+        var (initiator, responder) = makePair()
+        let m1 = try initiator.writeMessage(payload: [])
+        XCTAssertEqual(m1.count, 32 + 16)
+        _ = try responder.readMessage(m1)
+        let m2 = try responder.writeMessage(payload: [7, 7, 7])
+        XCTAssertEqual(m2.count, 32 + 48 + 3 + 16)
+        _ = try initiator.readMessage(m2)
+        let m3 = try initiator.writeMessage(payload: [])
+        XCTAssertEqual(m3.count, 48 + 16)
+        _ = try responder.readMessage(m3)
+        XCTAssertTrue(responder.isComplete)
     }
 
-    func test_differentPrologue_shouldFail() throws {
-        var (i, r, _, _) = pair(prologue: Array("syncd/1 A".utf8), responderPrologue: Array("syncd/1 B".utf8))
-        // With a PSK, message 1's (empty) payload is already encrypted under a key bound to the prologue.
-        XCTAssertThrowsError(try r.readMessage(try i.writeMessage(payload: []))) {
+    // MARK: - Wrong secrets
+
+    /// A peer without the folder secret gets through messages 1 and 2, but the responder refuses message 3.
+    func test_wrongPSK_shouldFailResponderOnMessageThreeWithoutPayload() throws {
+        var (initiator, responder) = makePair(initiatorPSK: randomBytes(32), responderPSK: randomBytes(32))
+        _ = try responder.readMessage(try initiator.writeMessage(payload: []))
+        _ = try initiator.readMessage(try responder.writeMessage(payload: []))
+        let m3 = try initiator.writeMessage(payload: Array("hello from a stranger".utf8))
+        XCTAssertTrue(initiator.isComplete, "the initiator only notices later, when transport fails")
+
+        var returned: [UInt8]?
+        XCTAssertThrowsError(returned = try responder.readMessage(m3)) {
+            XCTAssertEqual($0 as? NoiseError, .authenticationFailed)
+        }
+        XCTAssertNil(returned, "no payload bytes from a failed message 3")
+        XCTAssertFalse(responder.isComplete)
+        XCTAssertNil(responder.remoteStaticKey, "nothing learned in a failed handshake is exposed")
+        XCTAssertThrowsError(try responder.split()) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        XCTAssertThrowsError(try responder.readMessage(m3)) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+    }
+
+    func test_differentPrologue_shouldFailMessageOne() throws {
+        var (initiator, responder) = makePair(initiatorPrologue: Array("syncd/1 A".utf8),
+                                              responderPrologue: Array("syncd/1 B".utf8))
+        let m1 = try initiator.writeMessage(payload: [])
+        XCTAssertThrowsError(try responder.readMessage(m1)) {
+            XCTAssertEqual($0 as? NoiseError, .authenticationFailed, "h (the AD) covers the prologue")
+        }
+        XCTAssertThrowsError(try responder.writeMessage(payload: [])) {
+            XCTAssertEqual($0 as? NoiseError, .wrongState)
+        }
+    }
+
+    func test_pskOfWrongLength_shouldThrowNotTrap() throws {
+        var (initiator, _) = makePair(initiatorPSK: randomBytes(31))
+        XCTAssertThrowsError(try initiator.writeMessage(payload: [])) {
+            XCTAssertEqual($0 as? NoiseError, .malformed("PSK must be 32 bytes"))
+        }
+        XCTAssertThrowsError(try initiator.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+    }
+
+    // MARK: - Hostile input
+
+    func test_truncatedMessageTwo_shouldThrowAtEveryLength() throws {
+        var (initiator, responder) = makePair()
+        _ = try responder.readMessage(try initiator.writeMessage(payload: []))
+        let m2 = try responder.writeMessage(payload: [1, 2, 3, 4, 5])
+        XCTAssertEqual(m2.count, 101)
+        for length in 0..<m2.count {
+            var copy = initiator
+            XCTAssertThrowsError(try copy.readMessage(Array(m2.prefix(length))), "length \(length)") { error in
+                // Short of e ‖ enc(s) ‖ tag (96 bytes) is malformed; longer cuts into the payload and fail its tag.
+                let expected: NoiseError = length < 96 ? .malformed("") : .authenticationFailed
+                XCTAssertTrue(sameCase(error as? NoiseError, expected), "length \(length): \(error)")
+            }
+            XCTAssertThrowsError(try copy.readMessage(m2)) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+            XCTAssertThrowsError(try copy.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        }
+        XCTAssertEqual(try initiator.readMessage(m2), [1, 2, 3, 4, 5], "the untouched original still works")
+    }
+
+    func test_garbledMessageTwo_shouldFailAuthenticationAtEveryByte() throws {
+        var (initiator, responder) = makePair()
+        _ = try responder.readMessage(try initiator.writeMessage(payload: []))
+        let m2 = try responder.writeMessage(payload: [1, 2, 3])
+        for position in m2.indices {
+            var garbled = m2
+            garbled[position] ^= 0x80
+            var copy = initiator
+            var returned: [UInt8]?
+            XCTAssertThrowsError(returned = try copy.readMessage(garbled), "byte \(position)") {
+                XCTAssertEqual($0 as? NoiseError, .authenticationFailed, "byte \(position)")
+            }
+            XCTAssertNil(returned)
+            XCTAssertNil(copy.remoteStaticKey)
+            XCTAssertThrowsError(try copy.split()) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        }
+    }
+
+    func test_messagesOutOfTurn_shouldBeWrongState() throws {
+        var (initiator, responder) = makePair()
+        let m1 = try initiator.writeMessage(payload: [])
+
+        var fresh = makePair().initiator
+        XCTAssertThrowsError(try fresh.readMessage(m1)) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        XCTAssertThrowsError(try fresh.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+
+        var firstWriter = makePair().responder
+        XCTAssertThrowsError(try firstWriter.writeMessage(payload: [])) {
+            XCTAssertEqual($0 as? NoiseError, .wrongState)
+        }
+
+        // Message 1 replayed into the initiator that sent it: read as message 2, it is far too short.
+        var replayed = initiator
+        XCTAssertThrowsError(try replayed.readMessage(m1)) {
+            XCTAssertTrue(sameCase($0 as? NoiseError, .malformed("")))
+        }
+
+        _ = try responder.readMessage(m1)
+        var twice = responder
+        XCTAssertThrowsError(try twice.readMessage(m1)) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+
+        _ = try initiator.readMessage(try responder.writeMessage(payload: []))
+        _ = try responder.readMessage(try initiator.writeMessage(payload: []))
+        XCTAssertTrue(initiator.isComplete)
+        XCTAssertThrowsError(try initiator.readMessage(m1)) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        XCTAssertFalse(initiator.isComplete, "a call after completion is an error too, and kills the handshake")
+        XCTAssertThrowsError(try initiator.split()) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+    }
+
+    func test_emptyAndOversizedInput_shouldBeMalformed() throws {
+        var (initiator, responder) = makePair()
+        var empty = responder
+        XCTAssertThrowsError(try empty.readMessage([])) { XCTAssertTrue(sameCase($0 as? NoiseError, .malformed(""))) }
+        XCTAssertThrowsError(try empty.readMessage([])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+
+        var oversized = responder
+        XCTAssertThrowsError(try oversized.readMessage([UInt8](repeating: 0x41, count: 65536))) {
+            XCTAssertEqual($0 as? NoiseError, .malformed("message is 65536 bytes, over 65535"))
+        }
+        var atLimit = responder
+        XCTAssertThrowsError(try atLimit.readMessage([UInt8](repeating: 0x41, count: 65535))) {
+            XCTAssertEqual($0 as? NoiseError, .authenticationFailed, "65535 bytes passes the size check")
+        }
+
+        var tooBig = initiator
+        XCTAssertThrowsError(try tooBig.writeMessage(payload: [UInt8](repeating: 1, count: 65535 - 48 + 1))) {
+            XCTAssertEqual($0 as? NoiseError, .malformed("message would be 65536 bytes, over 65535"))
+        }
+        XCTAssertThrowsError(try tooBig.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+
+        let largest = [UInt8](repeating: 1, count: 65535 - 48)
+        let m1 = try initiator.writeMessage(payload: largest)
+        XCTAssertEqual(m1.count, 65535)
+        XCTAssertEqual(try responder.readMessage(m1), largest)
+    }
+
+    /// An all-zero (low-order) ephemeral key gives an all-zero DH output, which Noise accepts (§12.1):
+    /// no trap, and the handshake still cannot complete without the PSK.
+    func test_lowOrderEphemeral_shouldNotCrash() throws {
+        let prologue: [UInt8] = [1, 2]
+        var forger = NoiseSymmetricState(protocolName: NoiseHandshake.protocolName)
+        forger.mixHash(prologue)
+        let zero = [UInt8](repeating: 0, count: 32)
+        forger.mixHash(zero)
+        forger.mixKey(zero)
+        let forged = zero + (try forger.encryptAndHash([]))
+
+        var responder = makePair(responderPrologue: prologue).responder
+        XCTAssertEqual(try responder.readMessage(forged), [])
+        let m2 = try responder.writeMessage(payload: [])
+        XCTAssertEqual(m2.count, 96)
+        XCTAssertThrowsError(try responder.readMessage([UInt8](repeating: 0, count: 64))) {
             XCTAssertEqual($0 as? NoiseError, .authenticationFailed)
         }
     }
 
-    func test_hostileMessages_shouldThrowNeverCrash() throws {
-        // Truncated message 2.
-        do {
-            var (i, r, _, _) = pair()
-            _ = try r.readMessage(try i.writeMessage(payload: []))
-            let m2 = try r.writeMessage(payload: [])
-            XCTAssertThrowsError(try i.readMessage(Array(m2.prefix(40)))) { XCTAssertEqual($0 as? NoiseError, .malformed("message too short")) }
-            XCTAssertThrowsError(try i.readMessage(m2)) { XCTAssertEqual($0 as? NoiseError, .wrongState, "dead after a failure") }
-            XCTAssertThrowsError(try i.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+    // MARK: - CipherState
+
+    func test_cipherState_shouldUseBigEndianNoncesAndStopBeforeTheReservedOne() throws {
+        XCTAssertEqual(Array(NoiseCipherState.gcmNonce(0x0102_0304_0506_0708)), [0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+        let key = randomBytes(32)
+        var sender = try NoiseCipherState(key: key, nonce: .max - 1)
+        var receiver = try NoiseCipherState(key: key, nonce: .max - 1)
+        let last = try sender.encrypt(ad: [], plaintext: [1])
+        XCTAssertThrowsError(try sender.encrypt(ad: [], plaintext: [2])) {
+            XCTAssertEqual($0 as? NoiseError, .nonceExhausted)
         }
-        // One flipped bit in message 2's encrypted static key.
-        do {
-            var (i, r, _, _) = pair()
-            _ = try r.readMessage(try i.writeMessage(payload: []))
-            var m2 = try r.writeMessage(payload: [])
-            m2[40] ^= 1
-            XCTAssertThrowsError(try i.readMessage(m2)) { XCTAssertEqual($0 as? NoiseError, .authenticationFailed) }
+        var tampered = last
+        tampered[0] ^= 1
+        XCTAssertThrowsError(try receiver.decrypt(ad: [], ciphertext: tampered)) {
+            XCTAssertEqual($0 as? NoiseError, .authenticationFailed)
         }
-        // Message 1 replayed into the initiator, empty and oversized input, reading before writing.
-        do {
-            var (i, r, _, _) = pair()
-            let m1 = try i.writeMessage(payload: [])
-            XCTAssertThrowsError(try i.readMessage(m1))
-            XCTAssertThrowsError(try r.readMessage([])) { XCTAssertEqual($0 as? NoiseError, .malformed("message too short")) }
-            var r2 = pair().1
-            XCTAssertThrowsError(try r2.readMessage([UInt8](repeating: 1, count: 70_000)))
-            var r3 = pair().1
-            XCTAssertThrowsError(try r3.writeMessage(payload: [])) { XCTAssertEqual($0 as? NoiseError, .wrongState) }
+        XCTAssertEqual(receiver.nonce, .max - 1, "a failed decryption does not consume the nonce")
+        XCTAssertThrowsError(try receiver.decrypt(ad: [], ciphertext: [1, 2, 3])) {
+            XCTAssertTrue(sameCase($0 as? NoiseError, .malformed("")))
         }
+        XCTAssertEqual(try receiver.decrypt(ad: [], ciphertext: last), [1])
+        XCTAssertThrowsError(try receiver.decrypt(ad: [], ciphertext: last)) {
+            XCTAssertEqual($0 as? NoiseError, .nonceExhausted)
+        }
+        XCTAssertThrowsError(try NoiseCipherState(key: randomBytes(16))) {
+            XCTAssertTrue(sameCase($0 as? NoiseError, .malformed("")))
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func makePair(initiatorPSK: [UInt8]? = nil, responderPSK: [UInt8]? = nil,
+                          initiatorPrologue: [UInt8] = [1, 2], responderPrologue: [UInt8] = [1, 2])
+        -> (initiator: NoiseHandshake, responder: NoiseHandshake) {
+        let psk = [UInt8](repeating: 7, count: 32)
+        return (NoiseHandshake(role: .initiator, prologue: initiatorPrologue, psk: initiatorPSK ?? psk,
+                               staticKey: PrivateKey()),
+                NoiseHandshake(role: .responder, prologue: responderPrologue, psk: responderPSK ?? psk,
+                               staticKey: PrivateKey()))
+    }
+
+    private func sameCase(_ error: NoiseError?, _ expected: NoiseError) -> Bool {
+        switch (error, expected) {
+        case (.malformed?, .malformed): true
+        default: error == expected
+        }
+    }
+
+    private func key(_ hexText: String) throws -> PrivateKey {
+        try PrivateKey(rawRepresentation: bytes(hexText))
+    }
+
+    private func bytes(_ hexText: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = hexText.startIndex
+        while index < hexText.endIndex {
+            let next = hexText.index(index, offsetBy: 2)
+            out.append(UInt8(hexText[index..<next], radix: 16)!)
+            index = next
+        }
+        return out
+    }
+
+    private func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
+    private func randomBytes(_ count: Int) -> [UInt8] {
+        (0..<count).map { _ in UInt8.random(in: 0...255) }
     }
 }
