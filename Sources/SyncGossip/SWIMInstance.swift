@@ -81,6 +81,7 @@ public struct SWIMInstance: Sendable {
     var nextPushPullAt: Nanos
     var nextReconnectAt: Nanos
     var nextJoinAt: Nanos = 0
+    var nextReapAt: Nanos = 0
     var joinBackoff: Nanos
     var seeds: [Endpoint] = []
     public private(set) var isLeaving = false
@@ -408,6 +409,8 @@ public struct SWIMInstance: Sendable {
     }
 
     private mutating func reapTombstones(_ now: Nanos) {
+        guard now >= nextReapAt else { return }
+        nextReapAt = now + .seconds(1)
         for (name, m) in members where (m.state.status == .dead || m.state.status == .left)
             && now - m.changedAt > settings.tombstoneTimeout {
             members[name] = nil
