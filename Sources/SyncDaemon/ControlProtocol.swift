@@ -1,7 +1,7 @@
 /// The control API between `syncd` commands and the running daemon: one JSON object per line
 /// over the unix socket `<home>/syncd.sock` (mode 0600). See Docs/UserGuide.md.
 public struct ControlRequest: Codable, Sendable, Equatable {
-    public enum Command: String, Codable, Sendable { case status, add, remove, id }
+    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers }
     public var command: Command
     public var path: String?
     /// For `add`: the secret to join with; nil with `generate` makes a new read-write secret.
@@ -20,11 +20,12 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var secret: String?
     public var folderId: String?
     public var device: String?
+    public var peers: PeersReport?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, secret: String? = nil,
-                folderId: String? = nil, device: String? = nil) {
+                folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil) {
         self.ok = ok; self.error = error; self.status = status; self.secret = secret
-        self.folderId = folderId; self.device = device
+        self.folderId = folderId; self.device = device; self.peers = peers
     }
 
     public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
@@ -53,6 +54,23 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// The session address actually bound (`--listen` with port 0 picks one).
     public var listen: String?
     public var folders: [Folder]
+}
+
+/// `syncd peers --json`: every member gossip knows, this device included.
+public struct PeersReport: Codable, Sendable, Equatable {
+    public struct Member: Codable, Sendable, Equatable {
+        public struct Folder: Codable, Sendable, Equatable {
+            public var folderId: String
+            public var sequence: UInt64
+        }
+        public var device: String
+        public var address: String
+        public var status: String
+        public var incarnation: UInt64
+        public var folders: [Folder]
+        public var local: Bool?
+    }
+    public var members: [Member]
 }
 
 public enum SyncdVersion {

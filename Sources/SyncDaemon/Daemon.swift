@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import SyncCore
 import SyncFS
+import SyncGossip
 import SyncSecurity
 import SyncStore
 import SyncWire
@@ -22,6 +23,7 @@ public final class Daemon: @unchecked Sendable {
     private var folders: [String: FolderService] = [:]   // by path
     private var exchanges: [[UInt8]: FolderExchange] = [:]   // by public folder id
     private var sessions: SessionServer?
+    private var gossip: GossipService?
     private var listenAddress: String?
     private var lockFD: Int32 = -1
 
@@ -70,6 +72,9 @@ public final class Daemon: @unchecked Sendable {
         let bound = try sessionServer.start(listen: configuration.listen)
         lock.withLock { sessions = sessionServer; listenAddress = bound }
         logger.info("sessions on \(bound)")
+        let gossipService = try startGossip(bound: bound)
+        sessionServer.gossip = gossipService
+        lock.withLock { gossip = gossipService }
         try server.start()
         control = server
         logger.info("control socket \(configuration.home.controlSocketPath)")
@@ -93,6 +98,8 @@ public final class Daemon: @unchecked Sendable {
     public func shutdown() {
         control?.stop()
         control = nil
+        gossip?.stop()   // graceful leave first, while the sockets still work
+        gossip = nil
         sessions?.stop()
         sessions = nil
         let services = lock.withLock { () -> [FolderService] in defer { folders = [:] }; return Array(folders.values) }
@@ -115,6 +122,60 @@ public final class Daemon: @unchecked Sendable {
         service.start()
     }
 
+    // MARK: gossip
+
+    /// Membership on the same port as sessions (UDP), announcing this device and its folders.
+    private func startGossip(bound: String) throws -> GossipService {
+        guard let local = Endpoint(bound) else { throw StartError.home("cannot parse bound address \(bound)") }
+        var advertised = local
+        if let text = configuration.advertise {
+            guard let e = Endpoint(text) else { throw StartError.home("--advertise \(text) is not HOST:PORT") }
+            advertised = e
+        } else if local.host == "0.0.0.0" || local.host == "::" {
+            advertised = Endpoint(host: Self.firstNonLoopbackIPv4() ?? "127.0.0.1", port: local.port)
+        }
+        let cipher: GossipCipher
+        do { cipher = try GossipCipher(keyText: configuration.gossipKey) } catch { throw StartError.home("\(error)") }
+        let deviceBytes = identity.deviceID.bytes
+        let store = self.store
+        let service = GossipService(
+            group: group, settings: configuration.gossip, name: identity.deviceID.short, endpoint: advertised,
+            cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.beaconPort,
+            logger: logger,
+            metaSource: { [weak self] in
+                let services = self?.lock.withLock { Array(self?.folders.values ?? [:].values) } ?? []
+                let folders = services.sorted { $0.record.id < $1.record.id }.map { s in
+                    MemberMeta.Folder(folderID: s.keys.folderID, sequence: UInt64(max(0, (try? store.sequence(folder: s.record.id)) ?? 0)))
+                }
+                return MemberMeta(device: deviceBytes, folders: folders).encoded
+            })
+        let seeds = configuration.join.compactMap(Endpoint.init)
+        try service.start(host: local.host, port: Int(local.port), seeds: seeds)
+        logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
+        return service
+    }
+
+    static func firstNonLoopbackIPv4() -> String? {
+        guard let interfaces = try? System.enumerateDevices() else { return nil }
+        for device in interfaces {
+            if let address = device.address, case .v4 = address, let ip = address.ipAddress, !ip.hasPrefix("127.") { return ip }
+        }
+        return nil
+    }
+
+    private func peers() -> PeersReport {
+        let members = lock.withLock { gossip }?.members ?? []
+        let me = identity.deviceID.short
+        return PeersReport(members: members.map { m in
+            let meta = MemberMeta(decoding: m.meta)
+            return PeersReport.Member(
+                device: meta.flatMap { DeviceID(bytes: $0.device)?.description } ?? String(m.name, radix: 16),
+                address: m.endpoint.description, status: m.status.name, incarnation: m.incarnation,
+                folders: (meta?.folders ?? []).map { .init(folderId: Base32.encode($0.folderID), sequence: $0.sequence) },
+                local: m.name == me ? true : nil)
+        })
+    }
+
     // MARK: control requests
 
     func handle(_ request: ControlRequest) -> ControlResponse {
@@ -122,6 +183,7 @@ public final class Daemon: @unchecked Sendable {
             switch request.command {
             case .status: return ControlResponse(ok: true, status: try status(path: request.path))
             case .id: return ControlResponse(ok: true, device: identity.deviceID.description)
+            case .peers: return ControlResponse(ok: true, peers: peers())
             case .add: return try add(request)
             case .remove: return try remove(request)
             }

@@ -1,4 +1,5 @@
 import Foundation
+import SyncGossip
 
 /// Everything `syncd daemon` is told on its command line, with every default documented.
 public struct DaemonConfiguration: Sendable {
@@ -7,6 +8,15 @@ public struct DaemonConfiguration: Sendable {
     public var listen: String = "0.0.0.0:7700"
     /// Seed members to join (HOST:PORT); used from the gossip issue on.
     public var join: [String] = []
+    /// Address announced to other members; default: `listen`, or the first non-loopback IPv4
+    /// address when `listen` is a wildcard.
+    public var advertise: String?
+    /// Optional cluster key (32 bytes, hex or base64): gossip of members without it is dropped.
+    public var gossipKey: String?
+    /// UDP port of the LAN discovery beacon; nil turns the beacon off. Default 7701.
+    public var beaconPort: Int? = 7701
+    /// Membership timings (memberlist's LAN defaults).
+    public var gossip = SWIMSettings()
     /// Full rescan safety net, jittered ±10 %. Default one hour.
     public var rescanInterval: TimeInterval = 3600
     /// Rescan period when inotify is unavailable or out of watches. Default one minute.

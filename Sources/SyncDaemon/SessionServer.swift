@@ -14,6 +14,8 @@ final class SessionServer {
     private let logger: Logger
     private let exchanges: @Sendable () -> [[UInt8]: FolderExchange]
     private var channel: Channel?
+    /// Connections that start with "SYNCG/1" are gossip push/pull and fallback pings.
+    var gossip: GossipService?
 
     /// `exchanges` gives the folders this device holds, by public folder id, at accept time.
     init(group: MultiThreadedEventLoopGroup, identity: DeviceIdentity, logger: Logger,
@@ -28,16 +30,19 @@ final class SessionServer {
     func start(listen: String) throws -> String {
         let (host, port) = try Self.split(listen)
         let identity = self.identity, logger = self.logger, exchanges = self.exchanges
+        let gossip = { [weak self] in self?.gossip }
         let channel = try ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let folders = exchanges()
-                    let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
-                    try channel.pipeline.syncOperations.addHandler(
-                        SessionHandler(machine: machine, exchanges: folders, logger: logger))
+                    try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(route: { prefix in
+                        if prefix == GossipService.streamMagic, let service = gossip() { return GossipStreamHandler(service: service) }
+                        let folders = exchanges()
+                        let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
+                        return SessionHandler(machine: machine, exchanges: folders, logger: logger)
+                    }))
                 }
             }
             .bind(host: host, port: port)
@@ -88,7 +93,20 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         self.logger = logger
     }
 
+    private var begun = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { begin(context) }
+    }
+
     func channelActive(context: ChannelHandlerContext) {
+        begin(context)
+        context.fireChannelActive()
+    }
+
+    private func begin(_ context: ChannelHandlerContext) {
+        guard !begun else { return }
+        begun = true
         logger[metadataKey: "peer"] = "\(context.remoteAddress?.description ?? "?")"
         let channel = context.channel
         timeout = context.eventLoop.scheduleTask(in: Self.handshakeTimeout) { [self] in
@@ -162,6 +180,42 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// Reads the first 7 bytes of a connection and hands it to the right protocol: a session
+/// ("SYNCD/1", or anything else, which the session machine then refuses) or gossip ("SYNCG/1").
+final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    private let route: ([UInt8]) -> ChannelHandler
+    private var buffered: ByteBuffer?
+    private var timeout: Scheduled<Void>?
+
+    init(route: @escaping ([UInt8]) -> ChannelHandler) { self.route = route }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let channel = context.channel
+        timeout = context.eventLoop.scheduleTask(in: SessionHandler.handshakeTimeout) { channel.close(promise: nil) }
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered == nil { buffered = incoming } else { buffered!.writeBuffer(&incoming) }
+        guard let bytes = buffered, bytes.readableBytes >= GossipService.streamMagic.count else { return }
+        timeout?.cancel()
+        let prefix = Array(bytes.readableBytesView.prefix(GossipService.streamMagic.count))
+        let handler = route(prefix)
+        do {
+            try context.pipeline.syncOperations.addHandler(handler, position: .after(self))
+        } catch {
+            context.close(promise: nil)
+            return
+        }
+        buffered = nil
+        context.fireChannelRead(wrapInboundOut(bytes))
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
     }
 }
 

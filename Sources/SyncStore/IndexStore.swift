@@ -117,6 +117,11 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// The folder's local sequence (cheap: one row), polled for gossip announcements.
+    public func sequence(folder: Int64) throws -> Int64 {
+        try writer.read { db in try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0 }
+    }
+
     // MARK: sealed manifests from peers
 
     /// How far each origin's index has come in the manifests we hold: per origin, the index id and

@@ -14,6 +14,18 @@ struct DaemonCommand: ParsableCommand {
     @Option(help: "A member to join, HOST:PORT (repeatable).")
     var join: [String] = []
 
+    @Option(help: "Address announced to other members, HOST:PORT (default: --listen, or this host's first IPv4 address when listening on 0.0.0.0).")
+    var advertise: String?
+
+    @Option(help: "Cluster key, 32 bytes as hex or base64: gossip without it is ignored (openssl rand -base64 32).")
+    var gossipKey: String?
+
+    @Option(help: "UDP port of the LAN discovery beacon.")
+    var beaconPort: Int = 7701
+
+    @Flag(help: "Do not send or listen for LAN discovery beacons.")
+    var noLanBeacon = false
+
     @Option(help: "Full rescan interval in seconds (safety net behind inotify; jittered ±10%).")
     var rescanInterval: Double = 3600
 
@@ -39,6 +51,9 @@ struct DaemonCommand: ParsableCommand {
         config.listen = listen
         config.join = join
         config.rescanInterval = rescanInterval
+        config.advertise = advertise
+        config.gossipKey = gossipKey
+        config.beaconPort = noLanBeacon ? nil : beaconPort
         let logger = Logger(label: "syncd")
         do {
             let daemon = try Daemon(configuration: config, logger: logger)

@@ -50,10 +50,11 @@ final class DaemonHarness {
         return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
     }
 
-    func startDaemon(extra: [String] = []) throws {
+    /// Daemons in tests keep the LAN beacon off (so parallel clusters never meet) unless asked.
+    func startDaemon(extra: [String] = [], beacon: Bool = false) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["daemon", "--home", home, "--listen", "127.0.0.1:0"] + extra
+        p.arguments = ["daemon", "--home", home, "--listen", "127.0.0.1:0"] + (beacon ? [] : ["--no-lan-beacon"]) + extra
         let log = root + "/daemon.log"
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)!

@@ -1,0 +1,345 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import SyncFS
+import SyncGossip
+import SyncSecurity
+
+/// The thin shell around `SWIMInstance`: UDP for probes and gossip, TCP (same port, preface
+/// "SYNCG/1") for push/pull and fallback pings, a 10 ms tick, the known-members snapshot, and the
+/// LAN beacon. Every state change happens on the one event loop, so the instance needs no lock;
+/// readers (`syncd peers`) get a copy taken under `lock`.
+final class GossipService: @unchecked Sendable {
+    static let streamMagic: [UInt8] = Array("SYNCG/1".utf8)
+    static let tick = TimeAmount.milliseconds(10)
+
+    private let loop: EventLoop
+    private let group: EventLoopGroup
+    private let logger: Logger
+    private let cipher: GossipCipher
+    private let snapshotPath: String
+    private var swim: SWIMInstance
+    private var udp: Channel?
+    private var beacon: Channel?
+    private var ticker: RepeatedTask?
+    private let lock = Lock()
+    private var published: [MemberState] = []
+    private var snapshotDirty = false
+    private var lastSnapshot: NIODeadline = .now()
+    private let clockStart = NIODeadline.now()
+    /// Gives the current metadata (device, folders and sequences); polled every gossip interval.
+    private let metaSource: @Sendable () -> [UInt8]
+    private var lastMeta: [UInt8]
+    private let beaconPort: Int?
+
+    init(group: EventLoopGroup, settings: SWIMSettings, name: UInt64, endpoint: Endpoint, cipher: GossipCipher,
+         snapshotPath: String, beaconPort: Int?, logger: Logger, metaSource: @escaping @Sendable () -> [UInt8]) {
+        self.group = group
+        self.loop = group.next()
+        self.logger = logger
+        self.cipher = cipher
+        self.snapshotPath = snapshotPath
+        self.metaSource = metaSource
+        self.beaconPort = beaconPort
+        let meta = metaSource()
+        lastMeta = meta
+        swim = SWIMInstance(settings: settings, name: name, uid: UInt64.random(in: 1...UInt64.max), endpoint: endpoint,
+                            meta: meta, seed: UInt64.random(in: 0...UInt64.max), now: 0)
+        published = swim.allMembers
+    }
+
+    private var now: Nanos { Nanos(NIODeadline.now().uptimeNanoseconds - clockStart.uptimeNanoseconds) }
+
+    // MARK: lifecycle
+
+    func start(host: String, port: Int, seeds: [Endpoint]) throws {
+        udp = try DatagramBootstrap(group: loop)
+            .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPHandler(service: self)) }
+            }
+            .bind(host: host, port: port).wait()
+        if let beaconPort { startBeacon(port: beaconPort) }
+        let known = loadSnapshot()
+        loop.execute { [self] in
+            let all = Array(Set(seeds + known)).filter { $0 != swim.me.endpoint }.sorted()
+            if !all.isEmpty { logger.info("joining through \(all.map(\.description).joined(separator: ", "))") }
+            run(swim.join(all, now: now))
+        }
+        ticker = loop.scheduleRepeatedTask(initialDelay: Self.tick, delay: Self.tick) { [self] _ in onTick() }
+    }
+
+    /// Graceful leave: tell a few members, give the packets a moment, stop.
+    func stop() {
+        try? loop.submit { [self] in run(swim.leave(now: now)) }.wait()
+        Thread.sleep(forTimeInterval: 0.2)
+        ticker?.cancel()
+        writeSnapshot()
+        try? udp?.close().wait()
+        try? beacon?.close().wait()
+    }
+
+    var members: [MemberState] { lock.withLock { published } }
+    var localName: UInt64 { swim.me.name }
+
+    // MARK: inputs
+
+    private var ticks = 0
+
+    private func onTick() {
+        ticks += 1
+        if ticks % 20 == 0 {   // every 200 ms: a changed sequence is announced within one gossip round
+            let meta = metaSource()
+            if meta != lastMeta {
+                lastMeta = meta
+                run(swim.updateMeta(meta, now: now))
+            }
+        }
+        run(swim.tick(now: now))
+        if snapshotDirty && NIODeadline.now() - lastSnapshot > .seconds(5) { writeSnapshot() }
+    }
+
+    fileprivate func received(_ packet: [UInt8], from address: SocketAddress) {
+        guard let body = cipher.open(packet), let messages = try? SWIMCodec.decode(body),
+              let ip = address.ipAddress, let port = address.port else {
+            logger.debug("dropped an unreadable gossip packet from \(address)")
+            return
+        }
+        run(swim.receive(messages, from: Endpoint(host: ip, port: UInt16(port)), now: now))
+    }
+
+    /// A TCP push/pull or ping request (server side); returns the reply body.
+    func handleStream(_ body: [UInt8]) -> [UInt8]? {
+        guard let plain = cipher.open(body), let kind = plain.first else { return nil }
+        return try? loop.submit { [self] () -> [UInt8]? in
+            switch kind {
+            case 1:
+                guard let (remote, _) = try? SWIMCodec.decodeState(Array(plain.dropFirst())) else { return nil }
+                let reply = [UInt8(1)] + SWIMCodec.encodeState(swim.localState, join: false)
+                run(swim.mergeRemoteState(remote, now: now))
+                return cipher.seal(reply)
+            case 2:
+                guard plain.count == 9 else { return nil }
+                let target = plain.dropFirst().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                return cipher.seal([2, target == swim.me.name ? 1 : 0])
+            default:
+                return nil
+            }
+        }.wait()
+    }
+
+    // MARK: directives
+
+    private func run(_ directives: [SWIMInstance.Directive]) {
+        for d in directives {
+            switch d {
+            case let .send(to, messages):
+                guard let udp, let address = try? SocketAddress.makeAddressResolvingHost(to.host, port: Int(to.port)) else { continue }
+                let bytes = cipher.seal(SWIMCodec.encode(messages))
+                udp.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: bytes)), promise: nil)
+            case let .pushPull(to, join):
+                let body = cipher.seal([1] + SWIMCodec.encodeState(swim.localState, join: join))
+                GossipStreamClient.exchange(group: group, to: to, body: body).whenComplete { [self] result in
+                    loop.execute { [self] in
+                        guard case .success(let reply) = result, let plain = cipher.open(reply), plain.first == 1,
+                              let (remote, _) = try? SWIMCodec.decodeState(Array(plain.dropFirst())) else {
+                            if join { logger.debug("push/pull with \(to) failed") }
+                            run(swim.pushPullFailed(to: to, now: now))
+                            return
+                        }
+                        run(swim.mergeRemoteState(remote, now: now))
+                    }
+                }
+            case let .streamPing(to, target, seq):
+                var body: [UInt8] = [2]
+                for s in stride(from: 56, through: 0, by: -8) { body.append(UInt8(truncatingIfNeeded: target >> UInt64(s))) }
+                GossipStreamClient.exchange(group: group, to: to, body: cipher.seal(body)).whenComplete { [self] result in
+                    loop.execute { [self] in
+                        var ok = false
+                        if case .success(let reply) = result, let plain = cipher.open(reply) { ok = plain == [2, 1] }
+                        run(swim.streamPingResult(seq: seq, reachable: ok, now: now))
+                    }
+                }
+            case .changed(let m):
+                let device = MemberMeta(decoding: m.meta).map { DeviceID(bytes: $0.device)?.description ?? "?" } ?? "?"
+                logger.info("member \(device) at \(m.endpoint) is \(m.status.name) (incarnation \(m.incarnation))")
+                snapshotDirty = true
+            }
+        }
+        let all = swim.allMembers
+        lock.withLock { published = all }
+    }
+
+    // MARK: known-members snapshot
+
+    /// Endpoints of the members last seen alive, so a restart rejoins without seeds.
+    private func writeSnapshot() {
+        snapshotDirty = false
+        lastSnapshot = .now()
+        let alive = members.filter { $0.status == .alive && $0.name != swim.me.name }.map(\.endpoint.description)
+        let data = try? JSONSerialization.data(withJSONObject: ["members": alive], options: [.sortedKeys])
+        let temp = snapshotPath + ".tmp"
+        if let data, FileManager.default.createFile(atPath: temp, contents: data, attributes: [.posixPermissions: 0o600]) {
+            rename(temp, snapshotPath)
+        }
+    }
+
+    private func loadSnapshot() -> [Endpoint] {
+        guard let data = FileManager.default.contents(atPath: snapshotPath),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let list = object["members"] as? [String] else { return [] }
+        return list.compactMap(Endpoint.init)
+    }
+
+    // MARK: LAN beacon
+
+    /// Every 5 s a broadcast "SYNCB/1 ‖ sealed(endpoint)" on the beacon port; hearing one from an
+    /// unknown member starts a push/pull with it. Best effort: networks that drop broadcasts
+    /// simply never deliver it (Docs/UserGuide.md).
+    private func startBeacon(port: Int) {
+        do {
+            beacon = try DatagramBootstrap(group: loop)
+                .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+                .channelOption(ChannelOptions.socketOption(.so_broadcast), value: 1)
+                .channelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BeaconHandler(service: self)) }
+                }
+                .bind(host: "0.0.0.0", port: port).wait()
+            loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { [self] _ in sendBeacon(port: port) }
+        } catch {
+            logger.info("LAN beacon off: \(error)")
+        }
+    }
+
+    private func sendBeacon(port: Int) {
+        guard let beacon, let address = try? SocketAddress(ipAddress: "255.255.255.255", port: port) else { return }
+        let body = Array("SYNCB/1".utf8) + cipher.seal(Array(swim.me.endpoint.description.utf8))
+        beacon.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: body)), promise: nil)
+    }
+
+    fileprivate func heardBeacon(_ packet: [UInt8]) {
+        guard packet.starts(with: Array("SYNCB/1".utf8)), let plain = cipher.open(Array(packet.dropFirst(7))),
+              let text = String(validating: plain, as: UTF8.self), let endpoint = Endpoint(text),
+              endpoint != swim.me.endpoint, !swim.allMembers.contains(where: { $0.endpoint == endpoint && $0.status == .alive })
+        else { return }
+        logger.info("heard a LAN beacon from \(endpoint)")
+        run([.pushPull(to: endpoint, join: true)])
+    }
+}
+
+private final class UDPHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let service: GossipService
+    init(service: GossipService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var envelope = unwrapInboundIn(data)
+        let bytes = envelope.data.readBytes(length: envelope.data.readableBytes) ?? []
+        service.received(bytes, from: envelope.remoteAddress)
+    }
+}
+
+private final class BeaconHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let service: GossipService
+    init(service: GossipService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var envelope = unwrapInboundIn(data)
+        service.heardBeacon(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [])
+    }
+}
+
+/// One request/response over TCP: `"SYNCG/1" ‖ length:u32 ‖ body`, answered by `length:u32 ‖ body`.
+enum GossipStreamClient {
+    static let maxBody = 16 << 20
+
+    static func exchange(group: EventLoopGroup, to endpoint: Endpoint, body: [UInt8]) -> EventLoopFuture<[UInt8]> {
+        let promise = group.next().makePromise(of: [UInt8].self)
+        ClientBootstrap(group: group)
+            .connectTimeout(.seconds(2))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ResponseHandler(promise: promise))
+                }
+            }
+            .connect(host: endpoint.host, port: Int(endpoint.port))
+            .whenComplete { result in
+                switch result {
+                case .failure(let error): promise.fail(error)
+                case .success(let channel):
+                    var buffer = channel.allocator.buffer(capacity: body.count + 11)
+                    buffer.writeBytes(GossipService.streamMagic)
+                    buffer.writeInteger(UInt32(body.count))
+                    buffer.writeBytes(body)
+                    channel.writeAndFlush(buffer, promise: nil)
+                    channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+                }
+            }
+        return promise.futureResult
+    }
+
+    final class ResponseHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = ByteBuffer
+        let promise: EventLoopPromise<[UInt8]>
+        var buffer: [UInt8] = []
+        var done = false
+        init(promise: EventLoopPromise<[UInt8]>) { self.promise = promise }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var b = unwrapInboundIn(data)
+            buffer += b.readBytes(length: b.readableBytes) ?? []
+            guard buffer.count >= 4 else { return }
+            let n = Int(buffer[0]) << 24 | Int(buffer[1]) << 16 | Int(buffer[2]) << 8 | Int(buffer[3])
+            if n > GossipStreamClient.maxBody { finish(context, .failure(GossipError("oversized reply"))); return }
+            if buffer.count >= 4 + n { finish(context, .success(Array(buffer[4..<4 + n]))) }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) { finish(context, .failure(GossipError("closed"))) }
+        func errorCaught(context: ChannelHandlerContext, error: Error) { finish(context, .failure(error)) }
+
+        private func finish(_ context: ChannelHandlerContext, _ result: Result<[UInt8], Error>) {
+            guard !done else { return }
+            done = true
+            promise.completeWith(result)
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// Server side of the stream protocol, installed by `ProtocolSniffer` for "SYNCG/1" connections.
+final class GossipStreamHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let service: GossipService
+    var buffer: [UInt8] = []
+    private static let work = DispatchQueue(label: "syncd.gossip.stream", attributes: .concurrent)
+
+    init(service: GossipService) { self.service = service }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        buffer += b.readBytes(length: b.readableBytes) ?? []
+        let header = GossipService.streamMagic.count + 4
+        guard buffer.count >= header else { return }
+        let at = GossipService.streamMagic.count
+        let n = Int(buffer[at]) << 24 | Int(buffer[at + 1]) << 16 | Int(buffer[at + 2]) << 8 | Int(buffer[at + 3])
+        guard n <= GossipStreamClient.maxBody else { context.close(promise: nil); return }
+        guard buffer.count >= header + n else { return }
+        let body = Array(buffer[header..<header + n])
+        buffer = []
+        let channel = context.channel
+        let service = self.service
+        Self.work.async {
+            guard let reply = service.handleStream(body) else { channel.close(promise: nil); return }
+            var out = channel.allocator.buffer(capacity: reply.count + 4)
+            out.writeInteger(UInt32(reply.count))
+            out.writeBytes(reply)
+            channel.writeAndFlush(out).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
