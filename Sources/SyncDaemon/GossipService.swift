@@ -156,9 +156,12 @@ final class GossipService: @unchecked Sendable {
                 for s in stride(from: 56, through: 0, by: -8) { body.append(UInt8(truncatingIfNeeded: target >> UInt64(s))) }
                 GossipStreamClient.exchange(group: group, to: to, body: cipher.seal(body)).whenComplete { [self] result in
                     loop.execute { [self] in
-                        var ok = false
-                        if case .success(let reply) = result, let plain = cipher.open(reply) { ok = plain == [2, 1] }
-                        run(swim.streamPingResult(seq: seq, reachable: ok, now: now))
+                        var ok = false, refused = false
+                        switch result {
+                        case .success(let reply): ok = cipher.open(reply) == [2, 1]
+                        case .failure(let error): refused = Self.isConnectionRefused(error)
+                        }
+                        run(swim.streamPingResult(seq: seq, reachable: ok, refused: refused, now: now))
                     }
                 }
             case .changed(let m):
@@ -169,6 +172,14 @@ final class GossipService: @unchecked Sendable {
         }
         let all = swim.allMembers
         lock.withLock { published = all }
+    }
+
+    static func isConnectionRefused(_ error: Error) -> Bool {
+        if let e = error as? IOError { return e.errnoCode == ECONNREFUSED }
+        if let e = error as? NIOConnectionError {
+            return !e.connectionErrors.isEmpty && e.connectionErrors.allSatisfy { isConnectionRefused($0.error) }
+        }
+        return false
     }
 
     // MARK: known-members snapshot

@@ -184,10 +184,24 @@ public struct SWIMInstance: Sendable {
         return out
     }
 
-    /// The TCP fallback ping's outcome.
-    public mutating func streamPingResult(seq s: UInt32, reachable: Bool, now: Nanos) -> [Directive] {
-        if reachable, var p = probe, p.seq == s { p.acked = true; probe = p }
-        return []
+    /// The TCP fallback ping's outcome. `refused` means the target's host answered that nothing
+    /// listens on its port (TCP RST): the process is gone, so the probe fails now instead of at
+    /// the end of the interval — the suspicion timeout still gives a live member time to refute.
+    public mutating func streamPingResult(seq s: UInt32, reachable: Bool, refused: Bool = false,
+                                          now: Nanos) -> [Directive] {
+        guard var p = probe, p.seq == s else { return [] }
+        if reachable {
+            p.acked = true
+            probe = p
+            return []
+        }
+        guard refused, !p.acked else { return [] }
+        probe = nil
+        var out: [Directive] = []
+        if let m = members[p.target], m.state.status == .alive || m.state.status == .suspect {
+            suspect(m.state.name, m.state.uid, m.state.incarnation, from: me.name, now, &out)
+        }
+        return out
     }
 
     /// Everything we know, for a push/pull exchange.

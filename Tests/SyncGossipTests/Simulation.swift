@@ -113,7 +113,9 @@ struct Simulation {
                 let ok = index(of: to).map { j in
                     tcpReachable(i, j) && isRunning(j) && nodes[j].swim.me.name == target
                 } ?? false
-                execute(i, nodes[i].swim.streamPingResult(seq: seq, reachable: ok, now: now))
+                // A crashed process's host answers at once with a reset; a frozen one just times out.
+                let refused = index(of: to).map { j in tcpReachable(i, j) && !nodes[j].up } ?? false
+                execute(i, nodes[i].swim.streamPingResult(seq: seq, reachable: ok, refused: refused, now: now))
             case .changed:
                 break
             }
