@@ -24,6 +24,8 @@ public final class Daemon: @unchecked Sendable {
     private var exchanges: [[UInt8]: FolderExchange] = [:]   // by public folder id
     private var sessions: SessionServer?
     private var gossip: GossipService?
+    private var dialing: Set<[UInt64]> = []
+    private var dialer: RepeatedTask?
     private var listenAddress: String?
     private var lockFD: Int32 = -1
 
@@ -75,6 +77,9 @@ public final class Daemon: @unchecked Sendable {
         let gossipService = try startGossip(bound: bound)
         sessionServer.gossip = gossipService
         lock.withLock { gossip = gossipService }
+        dialer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(500)) { [weak self] _ in
+            self?.dialPeers()
+        }
         try server.start()
         control = server
         logger.info("control socket \(configuration.home.controlSocketPath)")
@@ -96,6 +101,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// Stops the control server, then every folder (each finishes its current index transaction).
     public func shutdown() {
+        dialer?.cancel()
         control?.stop()
         control = nil
         gossip?.stop()   // graceful leave first, while the sockets still work
@@ -114,7 +120,10 @@ public final class Daemon: @unchecked Sendable {
                                     configuration: configuration, logger: logger)
         lock.withLock { folders[record.path] = service }
         do {
-            let exchange = try FolderExchange(record: record, keys: service.keys, store: store)
+            let exchange = try FolderExchange(record: record, keys: service.keys, store: store,
+                                              device: identity.deviceID.short, logger: logger)
+            exchange.service = service
+            service.onIndexChanged = { [weak exchange] in exchange?.pushLocalChanges() }
             lock.withLock { exchanges[exchange.folderID] = exchange }
         } catch {
             logger.error("folder \(record.path): cannot serve sessions (\(error))")
@@ -153,6 +162,44 @@ public final class Daemon: @unchecked Sendable {
         try service.start(host: local.host, port: Int(local.port), seeds: seeds)
         logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
         return service
+    }
+
+    /// Opens a session to every member that gossip says holds one of our folders and that we are
+    /// not connected to yet. The device with the smaller id dials, so a pair has one session.
+    private func dialPeers() {
+        guard let gossip = lock.withLock({ gossip }) else { return }
+        let me = identity.deviceID.short
+        let members = gossip.members.filter { $0.status == .alive && $0.name != me && me < $0.name }
+        let current = lock.withLock { Array(exchanges.values) }
+        for m in members {
+            guard let meta = MemberMeta(decoding: m.meta) else { continue }
+            for exchange in current where meta.folders.contains(where: { $0.folderID == exchange.folderID })
+                && !exchange.isConnected(m.name) {
+                let key = [m.name, exchange.record.id < 0 ? 0 : UInt64(exchange.record.id)]
+                guard lock.withLock({ dialing.insert(key).inserted }) else { continue }
+                let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
+                let logger = self.logger
+                ClientBootstrap(group: group)
+                    .connectTimeout(.seconds(3))
+                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger))
+                        }
+                    }
+                    .connect(host: m.endpoint.host, port: Int(m.endpoint.port))
+                    .whenComplete { [weak self] result in
+                        switch result {
+                        case .success(let channel):
+                            channel.closeFuture.whenComplete { _ in _ = self?.lock.withLock { self?.dialing.remove(key) } }
+                        case .failure(let error):
+                            logger.debug("cannot reach \(m.endpoint): \(error)")
+                            _ = self?.lock.withLock { self?.dialing.remove(key) }
+                        }
+                    }
+            }
+        }
     }
 
     static func firstNonLoopbackIPv4() -> String? {

@@ -7,10 +7,16 @@ import SyncSecurity
 import SyncStore
 import SyncWire
 
-/// What one folder does with the messages of an established session: accept or refuse sealed
-/// manifests (signature, folder, rollback/replay, entry paths), keep sealed chunks for storage
-/// peers, answer chunk requests and pings. No sockets: the session shell hands it messages and
-/// sends back what it returns.
+/// What one folder does with its sessions (Protocol/wire.md, "Replication"):
+/// - hello, then each side acknowledges how far it holds the other's index, and the other sends
+///   only newer entries — sealed manifests of at most 1,000 entries — and every later local change
+///   at once;
+/// - a manifest is verified (folder signature, rollback/replay floor, paths), then its entries are
+///   planned against the local index, their chunks copied from local files or fetched from the
+///   peer (pipelined, verified against their keyed ids), staged under `.syncd/tmp/`, flushed with
+///   one `syncfs`, and renamed into place in one pass between scans — directories first,
+///   deletions (to `.syncd/trash/`) last; then acknowledged;
+/// - storage peers keep sealed manifests and chunks and serve them.
 final class FolderExchange: @unchecked Sendable {
     enum Outcome: Equatable {
         case reply([SessionMessage])
@@ -18,94 +24,519 @@ final class FolderExchange: @unchecked Sendable {
         case refuse(String)
     }
 
+    /// One established session with a peer for this folder.
+    final class PeerLink: @unchecked Sendable {
+        let device: DeviceID
+        let send: @Sendable (SessionMessage) -> Void
+        var access: SessionMessage.AccessByte?
+        var indexID: UInt64 = 0
+        /// How far the peer holds our index (its index-ack of our origin).
+        var acked: UInt64 = 0
+        var ackedIndexID: UInt64 = 0
+        /// The last sequence we sent; nil until the peer told us where to start.
+        var lastSent: Int64?
+        init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
+    }
+
+    final class PendingRequest: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        var bytes: [UInt8]?
+    }
+
+    struct Counters: Sendable {
+        var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
+    }
+
+    static let entriesPerManifest = 1000
+    static let requestWindow = 32
+    static let requestTimeout: DispatchTimeInterval = .seconds(30)
+
     let folderID: [UInt8]
     let access: AccessKind
-    private let record: FolderRecord
+    let record: FolderRecord
     private let keys: FolderKeys
     private let manifestKeys: ManifestKeys
     private let folderKey: Curve25519.Signing.PublicKey
+    private let ids: ChunkHasher?
     private let store: IndexStore
     private let sealed: SealedChunkStore
+    private let me: ShortDeviceID
+    private let indexID: UInt64
+    private var logger: Logger
+    weak var service: FolderService?
+
     private let lock = Lock()
     private var guardState: ManifestGuard?
+    private var inFlight: Set<[UInt64]> = []
+    private var links: [ShortDeviceID: PeerLink] = [:]
+    private var pending: [UInt32: PendingRequest] = [:]
+    private var nextRequest: UInt32 = 0
+    private var counters = Counters()
+    private let work: DispatchQueue
+    private let pushQueue: DispatchQueue
 
-    init(record: FolderRecord, keys: FolderKeys, store: IndexStore) throws {
+    init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger) throws {
         self.record = record
         self.keys = keys
         self.folderID = keys.folderID
         self.access = keys.access
         self.store = store
+        self.me = device
+        var logger = logger
+        logger[metadataKey: "folder"] = "\(record.path)"
+        self.logger = logger
+        indexID = try store.indexID(folder: record.id)
         folderKey = try Curve25519.Signing.PublicKey(rawRepresentation: keys.folderPublicKey)
         manifestKeys = ManifestKeys(folderID: keys.folderID, publicKey: folderKey, manifestKey: keys.manifestKey,
                                     signingKey: keys.signingKey)
+        ids = keys.chunkIDKey.map { ChunkHasher(key: $0) }
         sealed = SealedChunkStore(directory: record.path + "/.syncd/sealed")
+        work = DispatchQueue(label: "syncd.exchange.\(record.id)")
+        pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
     }
 
     var sessionPSK: [UInt8] { keys.sessionPSK }
 
-    /// Our side's first message on a new session.
-    func hello() -> SessionMessage {
+    // MARK: sessions
+
+    /// A session for this folder is up: remember it and say hello.
+    func attach(_ link: PeerLink) {
+        lock.withLock { links[link.device.short] = link }
         let access: SessionMessage.AccessByte = switch keys.access {
         case .readWrite: .readWrite
         case .readOnly: .readOnly
         case .storage: .storage
         }
-        let sequence = (try? store.stats(folder: record.id).sequence) ?? 0
-        return .hello(.init(access: access, indexID: 0, sequence: UInt64(max(sequence, 0))))
+        let sequence = (try? store.sequence(folder: record.id)) ?? 0
+        link.send(.hello(.init(access: access, indexID: indexID, sequence: UInt64(max(sequence, 0)))))
     }
 
-    func handle(_ message: SessionMessage, from peer: DeviceID) -> Outcome {
+    func detach(_ link: PeerLink) {
+        lock.withLock { if links[link.device.short] === link { links[link.device.short] = nil } }
+    }
+
+    func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
+
+    func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
         switch message {
-        case .hello, .pong, .indexAck, .data, .requestFailed, .close:
-            return .reply([])   // progress bookkeeping arrives with replication
+        case .hello(let hello):
+            lock.withLock { link.access = hello.access; link.indexID = hello.indexID }
+            // Tell the peer how far we hold its index, so it sends only what is newer.
+            let progress = (try? store.remoteManifestProgress(folder: record.id))?[link.device.short]
+            let held = progress.map { $0.indexID == hello.indexID ? $0.lastSequence : 0 } ?? 0
+            return .reply([.indexAck(origin: link.device.short, indexID: hello.indexID, sequence: held)])
+        case let .indexAck(origin, indexID, sequence):
+            guard origin == me else { return .reply([]) }
+            let start: Bool = lock.withLock {
+                let matches = indexID == self.indexID
+                link.ackedIndexID = indexID
+                link.acked = matches ? sequence : 0
+                if link.lastSent == nil { link.lastSent = Int64(matches ? sequence : 0); return true }
+                return false
+            }
+            if start { pushLocalChanges() }
+            return .reply([])
         case .ping(let n):
             return .reply([.pong(n)])
+        case .pong, .close:
+            return .reply([])
         case .index(let bytes):
-            return intake(bytes)
+            return intake(bytes, from: link)
         case .store(let bytes):
             return keep(bytes)
-        case let .request(id, chunk, _):
-            if let bytes = sealed.read(chunk) { return .reply([.data(id: id, bytes: bytes)]) }
-            return .reply([.requestFailed(id: id, reason: 1)])
+        case let .request(id, chunk, size):
+            return .reply([serve(id: id, chunk: chunk, size: size)])
+        case let .data(id, bytes):
+            complete(id, bytes)
+            return .reply([])
+        case .requestFailed(let id, _):
+            complete(id, nil)
+            return .reply([])
         }
     }
 
-    /// A sealed manifest: verified by everyone, opened by those who can, stored, acknowledged.
-    private func intake(_ bytes: [UInt8]) -> Outcome {
+    // MARK: sending our index
+
+    /// Sends every connected peer the entries it has not seen, as sealed manifests. Only a
+    /// read-write secret can seal: read-only peers never send their edits (status shows them).
+    func pushLocalChanges() {
+        guard keys.signingKey != nil else { return }
+        pushQueue.async { [self] in
+            let targets = lock.withLock { links.values.filter { $0.lastSent != nil } }
+            for link in targets {
+                while true {
+                    let from = lock.withLock { link.lastSent ?? 0 }
+                    guard let entries = try? store.entries(folder: record.id, after: from, limit: Self.entriesPerManifest),
+                          !entries.isEmpty,
+                          let manifest = try? SealedManifest.seal(entries, origin: me, indexID: indexID, keys: manifestKeys)
+                    else { break }
+                    let bytes = manifest.encoded
+                    lock.withLock {
+                        link.lastSent = entries.last!.sequence
+                        counters.bytesOut += Int64(bytes.count)
+                    }
+                    link.send(.index(bytes))
+                }
+            }
+        }
+    }
+
+    // MARK: receiving manifests
+
+    /// A sealed manifest: verified by everyone; storage peers keep it, the others apply it.
+    private func intake(_ bytes: [UInt8], from link: PeerLink) -> Outcome {
         let manifest: SealedManifest
         do { manifest = try SealedManifest(decoding: bytes) } catch { return .refuse("malformed manifest: \(error)") }
         do { try manifest.verify(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
         let header = manifest.header
-        return lock.withLock { () -> Outcome in
-            var guardState = loadGuard()
-            switch guardState.admit(header) {
-            case .accept: break
-            case .duplicate, .rollback:
-                let held = guardState.seen[header.origin]?.lastSequence ?? 0
+        let key = [header.origin, header.indexID, header.lastSequence]
+        let verdict: Outcome? = lock.withLock {
+            let floor = loadGuard()
+            if floor.admit(header) != .accept || inFlight.contains(key) {
+                let held = floor.seen[header.origin]?.lastSequence ?? 0
                 return .refuse("refused manifest: replayed or older than what we hold (origin \(String(header.origin, radix: 16)) "
                     + "sequence \(header.lastSequence) ≤ \(held))")
             }
-            if keys.manifestKey != nil {
-                do {
-                    let entries = try manifest.open(keys: manifestKeys)
-                    if let bad = entries.first(where: { RelativePath.validate($0.path) != nil }) {
-                        return .refuse("refused manifest: invalid path \(bad.path.debugDescription)")
-                    }
-                } catch {
-                    return .refuse("refused manifest: \(error)")
-                }
-            }
-            do {
-                try store.storeRemoteManifest(folder: record.id, origin: header.origin, indexID: header.indexID,
-                                              firstSequence: header.firstSequence, lastSequence: header.lastSequence,
-                                              sealed: bytes)
-            } catch {
-                return .refuse("cannot store manifest: \(error)")
-            }
-            guardState.record(header)
-            self.guardState = guardState
+            counters.bytesIn += Int64(bytes.count)
+            return nil
+        }
+        if let verdict { return verdict }
+        guard keys.manifestKey != nil else {
+            // Storage: keeping it is applying it.
+            do { try recordApplied(header, bytes) } catch { return .refuse("cannot store manifest: \(error)") }
             return .reply([.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence)])
         }
+        let entries: [FileEntry]
+        do { entries = try manifest.open(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
+        if let bad = entries.first(where: { RelativePath.validate($0.path) != nil || $0.path == ".syncd" || $0.path.hasPrefix(".syncd/") }) {
+            return .refuse("refused manifest: invalid path \(bad.path.debugDescription)")
+        }
+        lock.withLock { _ = inFlight.insert(key) }
+        work.async { [self] in
+            let ok = apply(entries, from: link)
+            lock.withLock { _ = inFlight.remove(key) }
+            guard ok, (try? recordApplied(header, bytes)) != nil else { return }
+            link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
+        }
+        return .reply([])
+    }
+
+    private func recordApplied(_ header: SealedManifest.Header, _ bytes: [UInt8]) throws {
+        try store.storeRemoteManifest(folder: record.id, origin: header.origin, indexID: header.indexID,
+                                      firstSequence: header.firstSequence, lastSequence: header.lastSequence, sealed: bytes)
+        lock.withLock {
+            var floor = loadGuard()
+            floor.record(header)
+            guardState = floor
+        }
+    }
+
+    private func loadGuard() -> ManifestGuard {
+        if let guardState { return guardState }
+        let progress = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
+        let loaded = ManifestGuard(seen: progress.mapValues { .init(indexID: $0.indexID, lastSequence: $0.lastSequence) })
+        guardState = loaded
+        return loaded
+    }
+
+    // MARK: planning and applying
+
+    enum Step {
+        case directory(FileEntry)
+        case file(FileEntry, staged: String)
+        case symlink(FileEntry)
+        case delete(FileEntry)
+        /// The remote version lost a conflict: keep its content beside ours.
+        case conflictCopy(FileEntry, staged: String, name: String)
+    }
+
+    /// Plans, stages and applies one manifest's entries; false if it must be retried later.
+    private func apply(_ entries: [FileEntry], from link: PeerLink) -> Bool {
+        guard let service, !service.isPaused else { return false }
+        var steps: [Step] = []
+        var applied: [FileEntry] = []
+        var conflictsLocal: [String: String] = [:]   // path → conflict name for our losing version
+        let needed = entries.compactMap { remote -> (FileEntry, local: FileEntry?)? in
+            let local = try? store.entry(folder: record.id, path: remote.path)
+            return (remote, local)
+        }
+        let bytesNeeded = needed.reduce(Int64(0)) { $0 + ($1.0.deleted ? 0 : $1.0.metadata.size) }
+        lock.withLock { counters.needFiles += needed.count; counters.needBytes += bytesNeeded }
+        defer { lock.withLock { counters.needFiles -= needed.count; counters.needBytes -= bytesNeeded } }
+        do {
+            for (remote, local) in needed {
+                var remoteWins = true
+                if let local {
+                    switch remote.version.compare(local.version) {
+                    case .lesser, .equal: continue
+                    case .greater: break
+                    case .concurrent:
+                        remoteWins = Self.wins(remote, over: local)
+                        lock.withLock { counters.conflicts += 1 }
+                        if remoteWins {
+                            if !local.deleted && local.metadata.kind == .file {
+                                conflictsLocal[remote.path] = ConflictName.make(for: remote.path, loser: local)
+                            }
+                        } else {
+                            if !remote.deleted && remote.metadata.kind == .file {
+                                steps.append(.conflictCopy(remote, staged: try stage(remote, from: link),
+                                                           name: ConflictName.make(for: remote.path, loser: remote)))
+                            }
+                            continue
+                        }
+                    }
+                } else if remote.deleted {
+                    applied.append(remote)
+                    continue
+                }
+                var winner = remote
+                if let local, remoteWins { winner.version = remote.version.merged(with: local.version) }
+                if winner.deleted {
+                    steps.append(.delete(winner))
+                } else {
+                    switch winner.metadata.kind {
+                    case .directory: steps.append(.directory(winner))
+                    case .symlink: steps.append(.symlink(winner))
+                    case .file: steps.append(.file(winner, staged: try stage(winner, from: link)))
+                    }
+                }
+            }
+        } catch {
+            logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
+            cleanStaged(steps)
+            return false
+        }
+        guard !steps.isEmpty || !applied.isEmpty else { return true }
+        flush()
+        do {
+            try service.exclusive {
+                let done = try place(steps, conflictsLocal: conflictsLocal)
+                let stats = (applied + done).map { e -> (entry: FileEntry, stat: FileMetadata) in
+                    let fs = POSIXFileSystem(root: record.path)
+                    let m = (e.deleted ? nil : (try? fs.metadata(e.path)) ?? nil) ?? e.metadata
+                    return (e, m)
+                }
+                try store.recordRemoteEntries(stats, folder: record.id)
+            }
+        } catch {
+            logger.error("applying changes from \(link.device.short.hex) failed: \(error)")
+            cleanStaged(steps)
+            return false
+        }
+        logger.info("applied \(steps.count) changes from \(link.device.short.hex)")
+        pushLocalChanges()   // pass them on to other peers
+        return true
+    }
+
+    /// Deterministic winner of a conflict, the same on every peer: an existing version beats a
+    /// deletion, then the newer mtime, then the larger version vector's top device id.
+    static func wins(_ a: FileEntry, over b: FileEntry) -> Bool {
+        if a.deleted != b.deleted { return !a.deleted }
+        if a.metadata.mtimeNs != b.metadata.mtimeNs { return a.metadata.mtimeNs > b.metadata.mtimeNs }
+        let da = a.version.counters.max { $0.value < $1.value }?.device ?? 0
+        let db = b.version.counters.max { $0.value < $1.value }?.device ?? 0
+        return da > db
+    }
+
+    /// Renames staged files into place in one pass: directories first (shallow to deep), then
+    /// files, symlinks and conflict copies, deletions last (deep to shallow, into the trash).
+    private func place(_ steps: [Step], conflictsLocal: [String: String]) throws -> [FileEntry] {
+        let root = record.path
+        var done: [FileEntry] = []
+        func depth(_ p: String) -> Int { p.split(separator: "/").count }
+        let dirs = steps.compactMap { if case .directory(let e) = $0 { e } else { nil } }.sorted { depth($0.path) < depth($1.path) }
+        for e in dirs {
+            try FileManager.default.createDirectory(atPath: root + "/" + e.path, withIntermediateDirectories: true)
+            chmod(root + "/" + e.path, mode_t(e.metadata.mode & 0o7777))
+            done.append(e)
+        }
+        for step in steps {
+            switch step {
+            case let .file(e, staged):
+                let target = root + "/" + e.path
+                try ensureParent(e.path)
+                if let name = conflictsLocal[e.path], FileManager.default.fileExists(atPath: target) {
+                    guard rename(target, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                } else {
+                    try keepUnindexedEdit(e.path)
+                }
+                guard rename(staged, target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                done.append(e)
+            case let .conflictCopy(_, staged, name):
+                try ensureParent(name)
+                guard rename(staged, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            case .symlink(let e):
+                try ensureParent(e.path)
+                let temp = root + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
+                try? FileManager.default.createDirectory(atPath: root + "/.syncd/tmp", withIntermediateDirectories: true)
+                guard symlink(e.metadata.symlinkTarget ?? "", temp) == 0, rename(temp, root + "/" + e.path) == 0 else {
+                    throw POSIXError(.init(rawValue: errno) ?? .EIO)
+                }
+                done.append(e)
+            case .directory, .delete:
+                break
+            }
+        }
+        let deletions = steps.compactMap { if case .delete(let e) = $0 { e } else { nil } }.sorted { depth($0.path) > depth($1.path) }
+        let trash = root + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
+        for e in deletions {
+            let target = root + "/" + e.path
+            var st = stat()
+            if lstat(target, &st) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    if rmdir(target) != 0 { continue }   // not empty: something unknown is inside, keep it
+                } else {
+                    try keepUnindexedEdit(e.path, orTrashTo: trash)
+                }
+            }
+            done.append(e)
+        }
+        flush()
+        return done
+    }
+
+    /// Before replacing or deleting a path: if the file on disk is not what the index says (an
+    /// edit not scanned yet), move it aside as a conflict copy instead of losing it; if it is,
+    /// move it to the trash when `trash` is given.
+    private func keepUnindexedEdit(_ path: String, orTrashTo trash: String? = nil) throws {
+        let root = record.path
+        let fs = POSIXFileSystem(root: root)
+        guard let disk = try fs.metadata(path) else { return }
+        let indexed = try store.scanState(folder: record.id, path: path)
+        if let indexed, !indexed.deleted, disk.looksUnchanged(from: indexed.metadata) {
+            guard let trash else { return }
+            try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
+            guard rename(root + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            return
+        }
+        var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
+        local.version = VersionVector([.init(device: me, value: 1)])
+        let name = ConflictName.make(for: path, loser: local)
+        guard rename(root + "/" + path, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        lock.withLock { counters.conflicts += 1 }
+    }
+
+    private func ensureParent(_ path: String) throws {
+        let parent = RelativePath.parent(of: path)
+        if !parent.isEmpty { try FileManager.default.createDirectory(atPath: record.path + "/" + parent, withIntermediateDirectories: true) }
+    }
+
+    /// One `syncfs` for the whole batch instead of one fsync per file.
+    private func flush() {
+        let fd = open(record.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = linuxSyncfs(fd)
+        close(fd)
+    }
+
+    private func cleanStaged(_ steps: [Step]) {
+        for step in steps {
+            switch step {
+            case .file(_, let staged), .conflictCopy(_, let staged, _): unlink(staged)
+            default: break
+            }
+        }
+    }
+
+    // MARK: pulling chunks
+
+    struct PullError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Writes `entry`'s content to a new temp file under `.syncd/tmp/`: chunks found in local files
+    /// are copied, the rest requested from `link`, up to `requestWindow` at a time; every chunk is
+    /// checked against its keyed id. Returns the temp path.
+    private func stage(_ entry: FileEntry, from link: PeerLink) throws -> String {
+        guard let ids else { throw PullError(description: "no chunk-id key") }
+        let dir = record.path + "/.syncd/tmp"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let temp = dir + "/pull-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        var ok = false
+        defer {
+            close(fd)
+            if !ok { unlink(temp) }
+        }
+        var requested: [Int: PendingRequest] = [:]
+        var nextToRequest = 0
+        var offset: Int64 = 0
+        for (i, chunk) in entry.chunks.enumerated() {
+            while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow {
+                let c = entry.chunks[nextToRequest]
+                if localChunk(c) == nil { requested[nextToRequest] = request(c, from: link) }
+                nextToRequest += 1
+            }
+            var bytes = localChunk(chunk)
+            if bytes == nil, let p = requested.removeValue(forKey: i) {
+                guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes else {
+                    throw PullError(description: "chunk \(chunk.id) did not arrive")
+                }
+                lock.withLock { counters.bytesIn += Int64(data.count) }
+                bytes = data
+            }
+            guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
+                throw PullError(description: "chunk \(chunk.id) failed verification")
+            }
+            let written = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            guard written == data.count else {
+                throw errno == ENOSPC ? PullError(description: "disk full") : POSIXError(.init(rawValue: errno) ?? .EIO)
+            }
+            offset += Int64(data.count)
+        }
+        fchmod(fd, mode_t(entry.metadata.mode & 0o7777))
+        let mtime = timespec(tv_sec: Int(entry.metadata.mtimeNs / 1_000_000_000), tv_nsec: Int(entry.metadata.mtimeNs % 1_000_000_000))
+        var times = [mtime, mtime]
+        futimens(fd, &times)
+        ok = true
+        return temp
+    }
+
+    /// A chunk's bytes from a local file that has it, verified (the file may have changed).
+    private func localChunk(_ chunk: ChunkRef) -> [UInt8]? {
+        guard let ids, let at = try? store.locateChunk(chunk.id, folder: record.id) else { return nil }
+        guard let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(chunk.size)),
+              ids.chunkID(data) == chunk.id else { return nil }
+        return data
+    }
+
+    static func read(_ path: String, offset: Int64, count: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return n == count ? out : nil
+    }
+
+    private func request(_ chunk: ChunkRef, from link: PeerLink) -> PendingRequest {
+        let p = PendingRequest()
+        let id: UInt32 = lock.withLock {
+            nextRequest &+= 1
+            pending[nextRequest] = p
+            return nextRequest
+        }
+        link.send(.request(id: id, chunk: chunk.id, size: chunk.size))
+        return p
+    }
+
+    private func complete(_ id: UInt32, _ bytes: [UInt8]?) {
+        guard let p = lock.withLock({ pending.removeValue(forKey: id) }) else { return }
+        p.bytes = bytes
+        p.done.signal()
+    }
+
+    /// A chunk for a peer: plaintext from our files (read-write and read-only), a sealed chunk
+    /// from the sealed store (storage).
+    private func serve(id: UInt32, chunk: ChunkID, size: UInt32) -> SessionMessage {
+        if keys.manifestKey == nil {
+            if let bytes = sealed.read(chunk) { return .data(id: id, bytes: bytes) }
+            return .requestFailed(id: id, reason: 1)
+        }
+        guard let data = localChunk(ChunkRef(id: chunk, size: size)) else { return .requestFailed(id: id, reason: 1) }
+        lock.withLock { counters.bytesOut += Int64(data.count) }
+        return .data(id: id, bytes: data)
     }
 
     /// A sealed chunk for safekeeping: checked against the folder signature, then written atomically.
@@ -117,12 +548,25 @@ final class FolderExchange: @unchecked Sendable {
         return .reply([])
     }
 
-    private func loadGuard() -> ManifestGuard {
-        if let guardState { return guardState }
-        let progress = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
-        return ManifestGuard(seen: progress.mapValues { .init(indexID: $0.indexID, lastSequence: $0.lastSequence) })
+    // MARK: status
+
+    struct PeerStatus {
+        var device: String
+        var connected: Bool
+        var acked: UInt64
+    }
+
+    var snapshot: (counters: Counters, peers: [PeerStatus]) {
+        lock.withLock {
+            (counters, links.values.map { PeerStatus(device: $0.device.description, connected: true,
+                                                     acked: $0.ackedIndexID == indexID ? $0.acked : 0) })
+        }
     }
 }
+
+/// syncfs(2): Glibc's module map hides it behind _GNU_SOURCE.
+@_silgen_name("syncfs")
+private func linuxSyncfs(_ fd: Int32) -> Int32
 
 /// Sealed chunks on disk, one file per chunk id under the folder's `.syncd/sealed/`, written as
 /// temp file + fsync + rename so a crash leaves either no file or the whole one.

@@ -42,6 +42,8 @@ final class FolderService: @unchecked Sendable {
     private var scanQueued = false
     private var stopped = false
     private var ignore = IgnoreRules.empty   // reloaded at the start of every scan
+    /// Called after every committed batch of local changes (the push path to peers).
+    var onIndexChanged: (@Sendable () -> Void)?
 
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, logger: Logger) {
@@ -65,6 +67,13 @@ final class FolderService: @unchecked Sendable {
     }
 
     var currentState: State { lock.withLock { state } }
+
+    /// Runs `body` on the folder's queue, between scans: applying files from peers this way means
+    /// no scan ever sees a half-applied batch or mistakes an applied file for a local edit.
+    func exclusive<T>(_ body: () throws -> T) rethrows -> T { try queue.sync(execute: body) }
+
+    /// The folder is paused (root gone, disk full): nothing is applied.
+    var isPaused: Bool { if case .error = currentState { return true } else { return false } }
     var isWatching: Bool { lock.withLock { watcher != nil } && !(watcher?.isDegraded ?? true) }
 
     func start() {
@@ -143,8 +152,10 @@ final class FolderService: @unchecked Sendable {
             }
             // Index writes overlap the walk and hashing: one core commits batch N to SQLite while
             // the other hashes batch N+1. At most two batches wait, so memory stays bounded.
+            let notify = onIndexChanged
             let writes = BatchWriter(queue: writeQueue) { [store, record, device] batch in
                 try store.recordLocalChanges(batch, folder: record.id, device: device)
+                notify?()
             }
             let report: ScanReport
             do {

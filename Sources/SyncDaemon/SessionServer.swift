@@ -82,6 +82,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var machine: SessionMachine
     private let exchanges: [[UInt8]: FolderExchange]
     private var exchange: FolderExchange?
+    private var link: FolderExchange.PeerLink?
+    private var context: ChannelHandlerContext?
     private var peer: DeviceID?
     private var logger: Logger
     private let work = DispatchQueue(label: "syncd.session")
@@ -126,7 +128,15 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        if let link { exchange?.detach(link) }
+        self.context = nil
         if let peer { logger.info("session with \(peer) ended") }
+    }
+
+    /// Sends a message the folder's exchange produced on its own (pushes, requests, acks).
+    private func sendNow(_ message: SessionMessage) {
+        guard let context else { return }
+        run(machine.send(message), context: context)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -147,7 +157,15 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 exchange = exchanges[p.folderID]
                 logger[metadataKey: "device"] = "\(p.device.short.hex)"
                 logger.info("session established with \(p.device) for folder \(Base32.encode(p.folderID))")
-                if let hello = exchange?.hello() { run(machine.send(hello), context: context) }
+                if let exchange {
+                    let channel = context.channel
+                    let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
+                        channel.eventLoop.execute { self?.sendNow(message) }
+                    }
+                    self.link = link
+                    self.context = context
+                    exchange.attach(link)
+                }
             case .deliver(let message):
                 deliver(message, context: context)
             case .close(let failure):
@@ -164,11 +182,11 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func deliver(_ message: SessionMessage, context: ChannelHandlerContext) {
-        guard let exchange, let peer else { return }
+        guard let exchange, let link else { return }
         let loop = context.eventLoop
         let box = NIOLoopBound(context, eventLoop: loop)
         work.async { [self] in
-            let outcome = exchange.handle(message, from: peer)
+            let outcome = exchange.handle(message, from: link)
             loop.execute { [self] in
                 let context = box.value
                 switch outcome {

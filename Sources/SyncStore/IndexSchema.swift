@@ -17,6 +17,11 @@ import GRDB
 ///   their folder signature checked out. Every access kind keeps them: they are what a storage peer
 ///   serves, and the highest `last_sequence` per (origin, index id) is the rollback/replay floor
 ///   that survives a restart. `origin` and `index_id` are u64 values stored by bit pattern.
+///   Read-write and read-only peers store a manifest once its entries are applied, so the floor
+///   is "applied", and an interrupted apply is resent by the peer.
+///
+/// v3:
+/// - `folder.index_id`: a random id of this folder's local index, announced in the session hello.
 enum IndexSchema {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -74,6 +79,12 @@ enum IndexSchema {
                     PRIMARY KEY (folder, origin, index_id, last_sequence)
                 ) STRICT;
                 """)
+        }
+        m.registerMigration("v3") { db in
+            // index_id names this lifetime of the folder's local index (Protocol/wire.md, hello):
+            // a peer that sees a new one forgets what it acknowledged of the old one.
+            try db.execute(sql: "ALTER TABLE folder ADD COLUMN index_id INTEGER NOT NULL DEFAULT 0")
+            try db.execute(sql: "UPDATE folder SET index_id = abs(random()) WHERE index_id = 0")
         }
         return m
     }

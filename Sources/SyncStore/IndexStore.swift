@@ -90,10 +90,10 @@ public struct IndexStore: Sendable {
                 throw StoreError.folderPathTaken(path)
             }
             try db.execute(sql: """
-                INSERT INTO folder (path, folder_id, access, secret, chunker_version, created_ns)
-                VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO folder (path, folder_id, access, secret, chunker_version, created_ns, index_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [path, folderID, access, secret, chunkerVersion,
-                                 Int64(Date().timeIntervalSince1970 * 1e9)])
+                                 Int64(Date().timeIntervalSince1970 * 1e9), Int64.random(in: 1...Int64.max)])
             return FolderRecord(id: db.lastInsertedRowID, path: path, folderID: folderID, access: access,
                                 secret: secret, chunkerVersion: chunkerVersion, sequence: 0)
         }
@@ -114,6 +114,13 @@ public struct IndexStore: Sendable {
             try Row.fetchAll(db, sql: "SELECT id, path, folder_id, access, secret, chunker_version, sequence FROM folder ORDER BY id")
                 .map { FolderRecord(id: $0[0], path: $0[1], folderID: $0[2], access: $0[3], secret: $0[4],
                                     chunkerVersion: $0[5], sequence: $0[6]) }
+        }
+    }
+
+    /// The id of this lifetime of the folder's local index (v3).
+    public func indexID(folder: Int64) throws -> UInt64 {
+        try writer.read { db in
+            UInt64(bitPattern: try Int64.fetchOne(db, sql: "SELECT index_id FROM folder WHERE id = ?", arguments: [folder]) ?? 0)
         }
     }
 
@@ -234,6 +241,44 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Records entries applied from a peer, in one transaction: each keeps the peer's version
+    /// vector (it is not a new version, so no ping-pong), takes the on-disk stat of what was written
+    /// (so the next scan finds it unchanged), and a new local sequence (so it is passed on to other
+    /// peers). Returns the folder's sequence afterwards.
+    @discardableResult
+    public func recordRemoteEntries(_ applied: [(entry: FileEntry, stat: FileMetadata)], folder: Int64) throws -> Int64 {
+        try writer.write { db in
+            var sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
+            let upsert = try db.cachedStatement(sql: """
+                INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
+                    mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode,
+                    symlink_target = excluded.symlink_target, deleted = excluded.deleted, version = excluded.version,
+                    sequence = excluded.sequence, chunks = excluded.chunks
+                RETURNING id
+                """)
+            let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
+            let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
+            for (entry, m) in applied {
+                sequence += 1
+                let chunks = entry.deleted ? [] : entry.chunks
+                let id = try Int64.fetchOne(upsert, arguments: [
+                    folder, entry.path, Int64(m.kind.rawValue), m.size, Int64(m.mode), m.mtimeNs, m.ctimeNs,
+                    Int64(bitPattern: m.inode), m.symlinkTarget, entry.deleted, Data(entry.version.encoded), sequence,
+                    Data(ChunkListCodec.encode(chunks))])!
+                try dropChunks.execute(arguments: [id])
+                var offset: Int64 = 0
+                for c in chunks {
+                    try addChunk.execute(arguments: [Data(c.id.bytes), id, offset])
+                    offset += Int64(c.size)
+                }
+            }
+            try db.execute(sql: "UPDATE folder SET sequence = ? WHERE id = ?", arguments: [sequence, folder])
+            return sequence
+        }
+    }
+
     /// Scan-relevant state of one path (nil when the index never saw it).
     public func scanState(folder: Int64, path: String) throws -> (metadata: FileMetadata, deleted: Bool)? {
         try writer.read { db in
@@ -295,6 +340,17 @@ public struct IndexStore: Sendable {
     }
 
     /// A local copy of a chunk, if any live file holds it.
+    /// Where `id` can be read in this folder's files, if anywhere.
+    public func locateChunk(_ id: ChunkID, folder: Int64) throws -> ChunkLocation? {
+        try writer.read { db in
+            try Row.fetchOne(db, sql: """
+                SELECT folder.path, file.path, chunk.offset FROM chunk
+                JOIN file ON file.id = chunk.file JOIN folder ON folder.id = file.folder
+                WHERE chunk.id = ? AND file.folder = ? AND file.deleted = 0 LIMIT 1
+                """, arguments: [Data(id.bytes), folder]).map { ChunkLocation(folderPath: $0[0], path: $0[1], offset: $0[2]) }
+        }
+    }
+
     public func locateChunk(_ id: ChunkID) throws -> ChunkLocation? {
         try writer.read { db in
             try Row.fetchOne(db, sql: """
