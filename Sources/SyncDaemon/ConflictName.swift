@@ -4,11 +4,15 @@ import SyncCore
 /// conflict, named from its own mtime (UTC) and the device that last changed it — so every peer
 /// that resolves the same conflict picks the same name and the copies converge too.
 enum ConflictName {
-    static func make(for path: String, loser: FileEntry) -> String {
+    /// DEVICE is the device whose change made `loser` concurrent with `winner` — a counter of the
+    /// loser's vector above the winner's — so two losing edits never share a name.
+    static func make(for path: String, loser: FileEntry, winner: VersionVector? = nil) -> String {
         let parent = RelativePath.parent(of: path)
         let base = path.split(separator: "/").last.map(String.init) ?? path
         let (stem, ext) = split(base)
-        let device = loser.version.counters.max { $0.value < $1.value }?.device ?? 0
+        let own = loser.version.counters.filter { c in c.value > (winner?.counters.first { $0.device == c.device }?.value ?? 0) }
+        let candidates = own.isEmpty ? loser.version.counters : own
+        let device = candidates.max { ($0.value, $0.device) < ($1.value, $1.device) }?.device ?? 0
         let tag = String(String(device, radix: 36).uppercased().suffix(7))
         let name = "\(stem).sync-conflict-\(timestamp(loser.metadata.mtimeNs))-\(tag)\(ext)"
         return RelativePath.join(parent, name)

@@ -47,6 +47,25 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var watching: Bool
         /// Sealed manifests received from peers and kept (verified) for this folder.
         public var remoteManifests: Int?
+        /// Files and bytes being pulled from peers right now.
+        public var needFiles: Int?
+        public var needBytes: Int64?
+        /// Conflicts resolved since the daemon started (each left a conflict copy).
+        public var conflicts: Int?
+        /// Bytes received from and sent to peers for this folder since the daemon started.
+        public var bytesIn: Int64?
+        public var bytesOut: Int64?
+        /// Every peer gossip knows for this folder; `sequence` is how far it acknowledged our index.
+        public var peers: [Peer]?
+        /// True while scans or applies are queued (`syncd wait` waits for false).
+        public var busy: Bool?
+
+        public struct Peer: Codable, Sendable, Equatable {
+            public var device: String
+            public var connected: Bool
+            public var sequence: UInt64
+            public var needBytes: Int64
+        }
     }
 
     public var device: String

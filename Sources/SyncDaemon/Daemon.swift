@@ -55,7 +55,7 @@ public final class Daemon: @unchecked Sendable {
     public func run() throws {
         logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
         if !configuration.join.isEmpty {
-            logger.info("join \(configuration.join) (membership arrives with the gossip layer)")
+            logger.info("seeds: \(configuration.join.joined(separator: ", "))")
         }
         for record in try store.folders() {
             do {
@@ -252,6 +252,27 @@ public final class Daemon: @unchecked Sendable {
                               localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
                               watching: s.isWatching,
                               remoteManifests: try store.remoteManifestCount(folder: s.record.id)))
+            if let exchange = lock.withLock({ exchanges[s.keys.folderID] }) {
+                let (counters, connected) = exchange.snapshot
+                list[list.count - 1].needFiles = counters.needFiles
+                list[list.count - 1].needBytes = counters.needBytes
+                list[list.count - 1].conflicts = counters.conflicts
+                list[list.count - 1].bytesIn = counters.bytesIn
+                list[list.count - 1].bytesOut = counters.bytesOut
+                list[list.count - 1].busy = s.isBusy || counters.needFiles > 0
+                var peers = try connected.map { p in
+                    StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,
+                                             needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)))
+                }
+                // Members that announce the folder but have no session (yet) count too.
+                for m in lock.withLock({ gossip })?.members ?? [] where m.name != identity.deviceID.short && m.status == .alive {
+                    guard let meta = MemberMeta(decoding: m.meta), meta.folders.contains(where: { $0.folderID == s.keys.folderID }),
+                          let device = DeviceID(bytes: meta.device)?.description, !peers.contains(where: { $0.device == device })
+                    else { continue }
+                    peers.append(.init(device: device, connected: false, sequence: 0, needBytes: 0))
+                }
+                list[list.count - 1].peers = peers.sorted { $0.device < $1.device }
+            }
         }
         if let p = path, list.isEmpty { throw StoreError.noSuchFolder(p) }
         return StatusReport(device: identity.deviceID.description, version: SyncdVersion.string,

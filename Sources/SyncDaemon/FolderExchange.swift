@@ -28,6 +28,8 @@ final class FolderExchange: @unchecked Sendable {
     final class PeerLink: @unchecked Sendable {
         let device: DeviceID
         let send: @Sendable (SessionMessage) -> Void
+        /// Ends the session; the dialer reconnects and the peer resends from our applied floor.
+        var close: (@Sendable (String) -> Void)?
         var access: SessionMessage.AccessByte?
         var indexID: UInt64 = 0
         /// How far the peer holds our index (its index-ack of our origin).
@@ -215,7 +217,12 @@ final class FolderExchange: @unchecked Sendable {
         work.async { [self] in
             let ok = apply(entries, from: link)
             lock.withLock { _ = inFlight.remove(key) }
-            guard ok, (try? recordApplied(header, bytes)) != nil else { return }
+            guard ok, (try? recordApplied(header, bytes)) != nil else {
+                // A chunk the peer no longer has (superseded), a full disk, a paused folder: start
+                // over in a moment; the peer then sends its current entries from our applied floor.
+                DispatchQueue.global().asyncAfter(deadline: .now() + 1) { link.close?("resynchronizing after a failed apply") }
+                return
+            }
             link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
         }
         return .reply([])
@@ -271,16 +278,29 @@ final class FolderExchange: @unchecked Sendable {
                     case .lesser, .equal: continue
                     case .greater: break
                     case .concurrent:
+                        if Self.sameContent(remote, local) {
+                            // The same bytes reached both sides (say, a conflict copy made on each): no conflict.
+                            var merged = remote
+                            merged.version = remote.version.merged(with: local.version)
+                            applied.append(merged)
+                            continue
+                        }
                         remoteWins = Self.wins(remote, over: local)
                         lock.withLock { counters.conflicts += 1 }
+                        logger.notice("conflict on \(remote.path): \(remoteWins ? "the peer's" : "our") version wins")
+                        // A conflict between two conflict copies keeps the loser beside it ("name 2"),
+                        // not as a copy of a copy.
+                        let isCopy = remote.path.contains(".sync-conflict-")
                         if remoteWins {
                             if !local.deleted && local.metadata.kind == .file {
-                                conflictsLocal[remote.path] = ConflictName.make(for: remote.path, loser: local)
+                                conflictsLocal[remote.path] = isCopy ? remote.path
+                                    : ConflictName.make(for: remote.path, loser: local, winner: remote.version)
                             }
                         } else {
                             if !remote.deleted && remote.metadata.kind == .file {
                                 steps.append(.conflictCopy(remote, staged: try stage(remote, from: link),
-                                                           name: ConflictName.make(for: remote.path, loser: remote)))
+                                                           name: isCopy ? remote.path
+                                                               : ConflictName.make(for: remote.path, loser: remote, winner: local.version)))
                             }
                             continue
                         }
@@ -289,8 +309,9 @@ final class FolderExchange: @unchecked Sendable {
                     applied.append(remote)
                     continue
                 }
-                var winner = remote
-                if let local, remoteWins { winner.version = remote.version.merged(with: local.version) }
+                let winner = remote
+                // The winner keeps its own vector: merging in the loser would pin the loser's counters on content
+                // that is not the loser's (and conflict-copy names are derived from those counters).
                 if winner.deleted {
                     steps.append(.delete(winner))
                 } else {
@@ -328,14 +349,14 @@ final class FolderExchange: @unchecked Sendable {
         return true
     }
 
-    /// Deterministic winner of a conflict, the same on every peer: an existing version beats a
-    /// deletion, then the newer mtime, then the larger version vector's top device id.
+    /// Deterministic winner of a conflict, the same on every peer — a strict total order, so two
+    /// peers never both keep their own: an existing version beats a deletion, then the newer mtime
+    /// (file systems stamp at jiffy granularity, so ties are common), then the larger encoded
+    /// version vector (concurrent vectors always differ).
     static func wins(_ a: FileEntry, over b: FileEntry) -> Bool {
         if a.deleted != b.deleted { return !a.deleted }
         if a.metadata.mtimeNs != b.metadata.mtimeNs { return a.metadata.mtimeNs > b.metadata.mtimeNs }
-        let da = a.version.counters.max { $0.value < $1.value }?.device ?? 0
-        let db = b.version.counters.max { $0.value < $1.value }?.device ?? 0
-        return da > db
+        return b.version.encoded.lexicographicallyPrecedes(a.version.encoded)
     }
 
     /// Renames staged files into place in one pass: directories first (shallow to deep), then
@@ -344,6 +365,7 @@ final class FolderExchange: @unchecked Sendable {
         let root = record.path
         var done: [FileEntry] = []
         func depth(_ p: String) -> Int { p.split(separator: "/").count }
+        let trash = root + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
         let dirs = steps.compactMap { if case .directory(let e) = $0 { e } else { nil } }.sorted { depth($0.path) < depth($1.path) }
         for e in dirs {
             try FileManager.default.createDirectory(atPath: root + "/" + e.path, withIntermediateDirectories: true)
@@ -355,16 +377,16 @@ final class FolderExchange: @unchecked Sendable {
             case let .file(e, staged):
                 let target = root + "/" + e.path
                 try ensureParent(e.path)
-                if let name = conflictsLocal[e.path], FileManager.default.fileExists(atPath: target) {
-                    guard rename(target, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-                } else {
-                    try keepUnindexedEdit(e.path)
+                // An edit on disk that no scan has seen yet is kept first, named after itself.
+                let unindexed = try keepUnindexedEdit(e.path)
+                if !unindexed, let name = conflictsLocal[e.path], FileManager.default.fileExists(atPath: target) {
+                    try renameWithoutReplacing(target, to: name)
                 }
                 guard rename(staged, target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
                 done.append(e)
             case let .conflictCopy(_, staged, name):
                 try ensureParent(name)
-                guard rename(staged, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                try renameWithoutReplacing(staged, to: name)
             case .symlink(let e):
                 try ensureParent(e.path)
                 let temp = root + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
@@ -378,7 +400,6 @@ final class FolderExchange: @unchecked Sendable {
             }
         }
         let deletions = steps.compactMap { if case .delete(let e) = $0 { e } else { nil } }.sorted { depth($0.path) > depth($1.path) }
-        let trash = root + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
         for e in deletions {
             let target = root + "/" + e.path
             var st = stat()
@@ -398,22 +419,49 @@ final class FolderExchange: @unchecked Sendable {
     /// Before replacing or deleting a path: if the file on disk is not what the index says (an
     /// edit not scanned yet), move it aside as a conflict copy instead of losing it; if it is,
     /// move it to the trash when `trash` is given.
-    private func keepUnindexedEdit(_ path: String, orTrashTo trash: String? = nil) throws {
+    /// Returns true when it moved an unindexed edit aside.
+    @discardableResult
+    private func keepUnindexedEdit(_ path: String, orTrashTo trash: String? = nil) throws -> Bool {
         let root = record.path
         let fs = POSIXFileSystem(root: root)
-        guard let disk = try fs.metadata(path) else { return }
+        guard let disk = try fs.metadata(path) else { return false }
         let indexed = try store.scanState(folder: record.id, path: path)
         if let indexed, !indexed.deleted, disk.looksUnchanged(from: indexed.metadata) {
-            guard let trash else { return }
-            try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
-            guard rename(root + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-            return
+            guard let trash else { return false }
+            try moveToTrash(path, trash)
+            return false
         }
         var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
         local.version = VersionVector([.init(device: me, value: 1)])
-        let name = ConflictName.make(for: path, loser: local)
-        guard rename(root + "/" + path, root + "/" + name) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let name = path.contains(".sync-conflict-") ? path : ConflictName.make(for: path, loser: local)
+        try renameWithoutReplacing(root + "/" + path, to: name)
         lock.withLock { counters.conflicts += 1 }
+        logger.notice("kept an unscanned local edit of \(path) as \(name)")
+        return true
+    }
+
+    /// Renames onto `name`, or onto `name` with " 2", " 3"… before the extension when something
+    /// else already has that name: a conflict copy never replaces another file.
+    private func renameWithoutReplacing(_ from: String, to name: String) throws {
+        let (stem, ext) = ConflictName.split(name)
+        var candidate = name
+        var n = 1
+        while FileManager.default.fileExists(atPath: record.path + "/" + candidate) {
+            n += 1
+            candidate = "\(stem) \(n)\(ext)"
+        }
+        guard rename(from, record.path + "/" + candidate) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    }
+
+    private func moveToTrash(_ path: String, _ trash: String) throws {
+        try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
+        guard rename(record.path + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Same bytes, same kind and mode: two versions that differ only in history.
+    static func sameContent(_ a: FileEntry, _ b: FileEntry) -> Bool {
+        a.deleted == b.deleted && (a.deleted || (a.metadata.kind == b.metadata.kind && a.metadata.mode == b.metadata.mode
+            && a.metadata.size == b.metadata.size && a.chunks == b.chunks && a.metadata.symlinkTarget == b.metadata.symlinkTarget))
     }
 
     private func ensureParent(_ path: String) throws {

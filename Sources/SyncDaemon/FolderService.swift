@@ -74,6 +74,9 @@ final class FolderService: @unchecked Sendable {
 
     /// The folder is paused (root gone, disk full): nothing is applied.
     var isPaused: Bool { if case .error = currentState { return true } else { return false } }
+    /// Scans queued or running.
+    var isBusy: Bool { lock.withLock { scanQueued || !pending.isEmpty } }
+
     var isWatching: Bool { lock.withLock { watcher != nil } && !(watcher?.isDegraded ?? true) }
 
     func start() {

@@ -162,6 +162,12 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                     let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
                         channel.eventLoop.execute { self?.sendNow(message) }
                     }
+                    link.close = { [weak self] reason in
+                        channel.eventLoop.execute {
+                            guard let self, let context = self.context else { return }
+                            self.run(self.machine.close(reason), context: context)
+                        }
+                    }
                     self.link = link
                     self.context = context
                     exchange.attach(link)

@@ -117,6 +117,14 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Bytes of live files changed after `sequence`: what a peer at that sequence still has to fetch.
+    public func bytesAfter(folder: Int64, sequence: Int64) throws -> Int64 {
+        try writer.read { db in
+            try Int64.fetchOne(db, sql: "SELECT coalesce(sum(size), 0) FROM file WHERE folder = ? AND sequence > ? AND deleted = 0 AND kind = 0",
+                               arguments: [folder, sequence]) ?? 0
+        }
+    }
+
     /// The id of this lifetime of the folder's local index (v3).
     public func indexID(folder: Int64) throws -> UInt64 {
         try writer.read { db in

@@ -1,0 +1,60 @@
+import ArgumentParser
+import Foundation
+import SyncDaemon
+
+/// The barrier failover scripts use before promoting a replica.
+struct WaitCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wait",
+        abstract: "Wait until every connected peer holds this folder's current state and nothing is being pulled.",
+        discussion: """
+            Exits 0 once at least one peer is connected, every connected peer has acknowledged this \
+            device's current sequence, no scan or pull is pending here, and no peer that gossip \
+            knows for the folder is still connecting. On timeout exits 1 and says what is pending.
+            """)
+
+    @OptionGroup var home: HomeOption
+
+    @Argument(help: "The shared folder.")
+    var path: String
+
+    @Option(help: "Give up after this many seconds.")
+    var timeout: Double = 60
+
+    func run() throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        // Let the watcher report writes made just before this command (its coalescing window).
+        Thread.sleep(forTimeInterval: 0.15)
+        var pending = "no status yet"
+        while true {
+            let response = try call(ControlRequest(command: .status, path: absolutePath(path)), home: home.resolved)
+            if let folder = response.status?.folders.first {
+                pending = Self.pending(folder)
+                if pending.isEmpty {
+                    print("in sync: \(folder.peers?.filter(\.connected).count ?? 0) peer(s) at sequence \(folder.sequence)")
+                    return
+                }
+            }
+            if Date() >= deadline {
+                FileHandle.standardError.write(Data("timed out after \(timeout) s: \(pending)\n".utf8))
+                throw ExitCode(1)
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// What still stands between this folder and "in sync"; empty when nothing does.
+    static func pending(_ f: StatusReport.Folder) -> String {
+        var reasons: [String] = []
+        if f.state == "error" { reasons.append("folder paused: \(f.error ?? "error")") }
+        if f.busy == true || f.state == "scanning" { reasons.append("local scan or pull in progress (\(f.needFiles ?? 0) files, \(f.needBytes ?? 0) bytes)") }
+        let peers = f.peers ?? []
+        let connected = peers.filter(\.connected)
+        if connected.isEmpty { reasons.append("no peer connected") }
+        for p in peers where !p.connected { reasons.append("peer \(p.device) not connected yet") }
+        for p in connected where p.sequence < UInt64(max(f.sequence, 0)) {
+            reasons.append("peer \(p.device) at sequence \(p.sequence) of \(f.sequence) (\(p.needBytes) bytes to go)")
+        }
+        return reasons.joined(separator: "; ")
+    }
+}

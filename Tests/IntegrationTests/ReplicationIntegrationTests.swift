@@ -1,0 +1,183 @@
+import Foundation
+import XCTest
+
+/// Real daemons on loopback sharing folders.
+final class ReplicationIntegrationTests: XCTestCase {
+    /// Starts `count` daemons joined through the first one; the first shares a new folder and the
+    /// others join it with `secrets[i]` (default: the same read-write secret).
+    func cluster(_ count: Int, name: String, secrets: ((String) -> [String?])? = nil) throws -> (daemons: [DaemonHarness], secret: String) {
+        let first = try DaemonHarness(name: "\(name)0")
+        try first.startDaemon()
+        let seed = try XCTUnwrap(first.status().listen)
+        let add = try first.cli(["add", first.root + "/data", "--secret"])
+        XCTAssertEqual(add.status, 0, add.stderr)
+        let secret = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
+        var daemons = [first]
+        let chosen = secrets?(secret) ?? Array(repeating: secret, count: count)
+        for i in 1..<count {
+            let h = try DaemonHarness(name: "\(name)\(i)")
+            try h.startDaemon(extra: ["--join", seed])
+            let r = try h.cli(["add", h.root + "/data", "--secret", chosen[i] ?? secret])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            daemons.append(h)
+        }
+        return (daemons, secret)
+    }
+
+    /// Path → (kind, content hash or link target, mode) of everything outside `.syncd/`.
+    func tree(_ root: String) -> [String: String] {
+        var out: [String: String] = [:]
+        let fm = FileManager.default
+        guard let e = fm.enumerator(atPath: root) else { return out }
+        while let rel = e.nextObject() as? String {
+            if rel == ".syncd" || rel.hasPrefix(".syncd/") { e.skipDescendants(); continue }
+            let path = root + "/" + rel
+            var st = stat()
+            guard lstat(path, &st) == 0 else { continue }
+            let mode = String(st.st_mode & 0o7777, radix: 8)
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR: out[rel] = "dir \(mode)"
+            case S_IFLNK: out[rel] = "link " + ((try? fm.destinationOfSymbolicLink(atPath: path)) ?? "?")
+            default: out[rel] = "file \(mode) " + String(fm.contents(atPath: path).map { $0.hashValue } ?? 0)
+            }
+        }
+        return out
+    }
+
+    func waitInSync(_ h: DaemonHarness, timeout: Int = 30, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try h.cli(["wait", h.root + "/data", "--timeout", String(timeout)], timeout: Double(timeout + 30))
+        XCTAssertEqual(r.status, 0, "wait failed: \(r.stderr)\n\(h.daemonLog.suffix(2000))", file: file, line: line)
+    }
+
+    func test_twoPeers_syncEveryKindOfChange_andWaitMeansTheDataIsThere() throws {
+        let (d, _) = try cluster(2, name: "pair")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: a + "/docs/deep", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: a + "/empty", withIntermediateDirectories: true)
+        try Data("hello".utf8).write(to: URL(fileURLWithPath: a + "/docs/hello.txt"))
+        try Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }).write(to: URL(fileURLWithPath: a + "/docs/deep/big.bin"))
+        try Data("#!/bin/sh\necho hi\n".utf8).write(to: URL(fileURLWithPath: a + "/run.sh"))
+        chmod(a + "/run.sh", 0o755)
+        try fm.createSymbolicLink(atPath: a + "/link", withDestinationPath: "docs/hello.txt")
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a), "wait returned, so B must already hold everything")
+        XCTAssertEqual(tree(b)["run.sh"]?.hasPrefix("file 755"), true)
+        XCTAssertEqual(tree(b)["empty"], "dir 755")
+        XCTAssertEqual(tree(b)["link"], "link docs/hello.txt")
+
+        // Edit on B, back to A.
+        try Data("hello from B".utf8).write(to: URL(fileURLWithPath: b + "/docs/hello.txt"))
+        try waitInSync(d[1])
+        XCTAssertEqual(try String(contentsOfFile: a + "/docs/hello.txt", encoding: .utf8), "hello from B")
+
+        // Delete, rename a directory, move a file: the deleted file goes to B's trash.
+        try fm.removeItem(atPath: a + "/run.sh")
+        try fm.moveItem(atPath: a + "/docs", toPath: a + "/manuals")
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a))
+        XCTAssertNil(tree(b)["run.sh"])
+        let trash = try fm.subpathsOfDirectory(atPath: b + "/.syncd/trash")
+        XCTAssertTrue(trash.contains { $0.hasSuffix("run.sh") }, "deletions go to the trash: \(trash)")
+        let status = try d[1].cli(["status", "--json"]).stdout
+        for field in ["\"needFiles\"", "\"needBytes\"", "\"conflicts\"", "\"bytesIn\"", "\"bytesOut\"", "\"peers\"", "\"connected\":true"] {
+            XCTAssertTrue(status.contains(field), "status lacks \(field): \(status)")
+        }
+    }
+
+    func test_threePeers_concurrentEdits_convergeWithConflictCopies() throws {
+        let (d, _) = try cluster(3, name: "tri")
+        let paths = d.map { $0.root + "/data/shared.txt" }
+        try Data("v0".utf8).write(to: URL(fileURLWithPath: paths[0]))
+        try waitInSync(d[0])
+        for h in d { try waitInSync(h) }
+        // Three edits at once, before any can travel.
+        for (i, p) in paths.enumerated() { try Data("edit from \(i)".utf8).write(to: URL(fileURLWithPath: p)) }
+        func contents(_ h: DaemonHarness) -> Set<String> {
+            Set(((try? FileManager.default.contentsOfDirectory(atPath: h.root + "/data")) ?? []).filter { !$0.hasPrefix(".") }
+                .compactMap { try? String(contentsOfFile: h.root + "/data/" + $0, encoding: .utf8) })
+        }
+        let everything: Set<String> = ["edit from 0", "edit from 1", "edit from 2"]
+        let deadline = Date().addingTimeInterval(30)
+        var trees = d.map { tree($0.root + "/data") }
+        while Date() < deadline && !(trees[0] == trees[1] && trees[1] == trees[2] && contents(d[0]).isSuperset(of: everything)) {
+            usleep(200_000)
+            trees = d.map { tree($0.root + "/data") }
+        }
+        XCTAssertEqual(trees[0], trees[1])
+        XCTAssertEqual(trees[1], trees[2])
+        // Nothing lost: every edit is somewhere in the converged folder, the losers as conflict copies.
+        XCTAssertTrue(contents(d[0]).isSuperset(of: everything), "lost an edit: \(contents(d[0])); trash: "
+            + "\((try? FileManager.default.subpathsOfDirectory(atPath: d[0].root + "/data/.syncd/trash")) ?? [])")
+        XCTAssertGreaterThanOrEqual(trees[0].keys.filter { $0.contains(".sync-conflict-") }.count, 2)
+        XCTAssertTrue(trees[0].keys.allSatisfy { $0.components(separatedBy: ".sync-conflict-").count <= 2 }, "no copies of copies")
+    }
+
+    func test_readOnlyPeer_editIsNotPropagated_andWrongSecretGetsNothing() throws {
+        let stranger = FolderSecretText.generate()
+        let (d, _) = try cluster(3, name: "ro") { rw in [nil, try? DaemonHarness.readOnly(rw), stranger] }
+        try Data("from the writer".utf8).write(to: URL(fileURLWithPath: d[0].root + "/data/a.txt"))
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !FileManager.default.fileExists(atPath: d[1].root + "/data/a.txt") { usleep(100_000) }
+        XCTAssertEqual(try String(contentsOfFile: d[1].root + "/data/a.txt", encoding: .utf8), "from the writer")
+        // The read-only peer edits: nobody else ever sees it.
+        try Data("read-only edit".utf8).write(to: URL(fileURLWithPath: d[1].root + "/data/a.txt"))
+        try Data("new".utf8).write(to: URL(fileURLWithPath: d[1].root + "/data/ro-only.txt"))
+        sleep(2)
+        XCTAssertEqual(try String(contentsOfFile: d[0].root + "/data/a.txt", encoding: .utf8), "from the writer")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d[0].root + "/data/ro-only.txt"))
+        // The peer with another secret received nothing at all.
+        XCTAssertEqual(tree(d[2].root + "/data"), [:])
+    }
+
+    /// kill -9 the receiver mid-transfer: no partial file ever appears at the target path, and
+    /// after a restart the two converge.
+    func test_kill9ReceiverMidTransfer_thenRestart_converges() throws {
+        let (d, _) = try cluster(2, name: "kill")
+        // Written outside the folder, then renamed in: A only ever sees the complete file.
+        let outside = d[0].root + "/big.tmp", big = d[0].root + "/data/big.bin"
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: { FileManager.default.createFile(atPath: outside, contents: nil); return outside }()))
+        var x: UInt64 = 1
+        for _ in 0..<48 {
+            var chunk = [UInt8](repeating: 0, count: 4 << 20)
+            for i in stride(from: 0, to: chunk.count, by: 8) { x = x &* 6364136223846793005 &+ 1442695040888963407; chunk[i] = UInt8(truncatingIfNeeded: x >> 56) }
+            handle.write(Data(chunk))
+        }
+        handle.closeFile()
+        XCTAssertEqual(rename(outside, big), 0)
+        let target = d[1].root + "/data/big.bin", tmp = d[1].root + "/data/.syncd/tmp"
+        let deadline = Date().addingTimeInterval(60)
+        var sawPartial = false
+        while Date() < deadline {
+            if let files = try? FileManager.default.contentsOfDirectory(atPath: tmp), files.contains(where: { $0.hasPrefix("pull-") }) {
+                sawPartial = true
+                break
+            }
+            usleep(2_000)
+        }
+        d[1].stopDaemon(signal: SIGKILL)
+        XCTAssertTrue(sawPartial, "the transfer was caught mid-way")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: target), "no partial file at the target path")
+        try d[1].startDaemon(extra: ["--join", try XCTUnwrap(d[0].status().listen)])
+        try waitInSync(d[0], timeout: 60)
+        XCTAssertEqual(FileManager.default.contents(atPath: target), FileManager.default.contents(atPath: big))
+    }
+}
+
+enum FolderSecretText {
+    static func generate() -> String {
+        let h = try! DaemonHarness(name: "secretgen")
+        return h.cliSync(["secret"])
+    }
+}
+
+extension DaemonHarness {
+    func cliSync(_ args: [String]) -> String {
+        ((try? cli(args))?.stdout ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    static func readOnly(_ rw: String) throws -> String {
+        let h = try DaemonHarness(name: "ro-derive")
+        return h.cliSync(["secret", "--read-only", rw])
+    }
+}
