@@ -37,6 +37,8 @@ final class FolderExchange: @unchecked Sendable {
         var ackedIndexID: UInt64 = 0
         /// The last sequence we sent; nil until the peer told us where to start.
         var lastSent: Int64?
+        /// Versions this peer sent us and we applied (path → encoded vector): never sent back.
+        var received: [String: [UInt8]] = [:]
         init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
     }
 
@@ -50,7 +52,7 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     static let entriesPerManifest = 1000
-    static let requestWindow = 32
+    static let requestWindow = 64
     static let requestTimeout: DispatchTimeInterval = .seconds(30)
 
     let folderID: [UInt8]
@@ -168,13 +170,22 @@ final class FolderExchange: @unchecked Sendable {
             for link in targets {
                 while true {
                     let from = lock.withLock { link.lastSent ?? 0 }
-                    guard let entries = try? store.entries(folder: record.id, after: from, limit: Self.entriesPerManifest),
-                          !entries.isEmpty,
-                          let manifest = try? SealedManifest.seal(entries, origin: me, indexID: indexID, keys: manifestKeys)
+                    guard let batch = try? store.entries(folder: record.id, after: from, limit: Self.entriesPerManifest),
+                          let last = batch.last else { break }
+                    // What came from this peer goes back as a bare sequence advance, not as entries.
+                    let entries = lock.withLock {
+                        batch.filter { e in
+                            guard let v = link.received[e.path], v == e.version.encoded else { return true }
+                            link.received[e.path] = nil
+                            return false
+                        }
+                    }
+                    guard let manifest = try? SealedManifest.seal(entries, origin: me, indexID: indexID, keys: manifestKeys,
+                                                                  sequences: (UInt64(batch[0].sequence), UInt64(last.sequence)))
                     else { break }
                     let bytes = manifest.encoded
                     lock.withLock {
-                        link.lastSent = entries.last!.sequence
+                        link.lastSent = last.sequence
                         counters.bytesOut += Int64(bytes.count)
                     }
                     link.send(.index(bytes))
@@ -217,6 +228,9 @@ final class FolderExchange: @unchecked Sendable {
         work.async { [self] in
             let ok = apply(entries, from: link)
             lock.withLock { _ = inFlight.remove(key) }
+            if ok {
+                lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
+            }
             guard ok, (try? recordApplied(header, bytes)) != nil else {
                 // A chunk the peer no longer has (superseded), a full disk, a paused folder: start
                 // over in a moment; the peer then sends its current entries from our applied floor.
@@ -298,7 +312,7 @@ final class FolderExchange: @unchecked Sendable {
                             }
                         } else {
                             if !remote.deleted && remote.metadata.kind == .file {
-                                steps.append(.conflictCopy(remote, staged: try stage(remote, from: link),
+                                steps.append(.conflictCopy(remote, staged: "",
                                                            name: isCopy ? remote.path
                                                                : ConflictName.make(for: remote.path, loser: remote, winner: local.version)))
                             }
@@ -318,10 +332,11 @@ final class FolderExchange: @unchecked Sendable {
                     switch winner.metadata.kind {
                     case .directory: steps.append(.directory(winner))
                     case .symlink: steps.append(.symlink(winner))
-                    case .file: steps.append(.file(winner, staged: try stage(winner, from: link)))
+                    case .file: steps.append(.file(winner, staged: ""))
                     }
                 }
             }
+            try stageAll(&steps, from: link)
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
             cleanStaged(steps)
@@ -480,13 +495,59 @@ final class FolderExchange: @unchecked Sendable {
     private func cleanStaged(_ steps: [Step]) {
         for step in steps {
             switch step {
-            case .file(_, let staged), .conflictCopy(_, let staged, _): unlink(staged)
+            case .file(_, let staged), .conflictCopy(_, let staged, _): if !staged.isEmpty { unlink(staged) }
             default: break
             }
         }
     }
 
     // MARK: pulling chunks
+
+    /// Stages every file of the batch, two at a time: one file's requests are in flight while the
+    /// other's chunks are verified and written.
+    private func stageAll(_ steps: inout [Step], from link: PeerLink) throws {
+        let jobs = steps.indices.filter { i in
+            switch steps[i] {
+            case .file, .conflictCopy: true
+            default: false
+            }
+        }
+        guard !jobs.isEmpty else { return }
+        let snapshot = steps
+        let results = Lock()
+        var staged: [Int: String] = [:]
+        var failure: Error?
+        var next = 0
+        DispatchQueue.concurrentPerform(iterations: min(2, jobs.count)) { _ in
+            while true {
+                let job: Int? = results.withLock {
+                    guard failure == nil, next < jobs.count else { return nil }
+                    defer { next += 1 }
+                    return jobs[next]
+                }
+                guard let i = job else { return }
+                let entry: FileEntry
+                switch snapshot[i] {
+                case .file(let e, _), .conflictCopy(let e, _, _): entry = e
+                default: continue
+                }
+                do {
+                    let path = try stage(entry, from: link)
+                    results.withLock { staged[i] = path }
+                } catch {
+                    results.withLock { if failure == nil { failure = error } }
+                }
+            }
+        }
+        for (i, path) in staged {
+            switch steps[i] {
+            case .file(let e, _): steps[i] = .file(e, staged: path)
+            case .conflictCopy(let e, _, let name): steps[i] = .conflictCopy(e, staged: path, name: name)
+            default: break
+            }
+        }
+        if let failure { throw failure }
+    }
 
     struct PullError: Error, CustomStringConvertible {
         let description: String
@@ -510,13 +571,14 @@ final class FolderExchange: @unchecked Sendable {
         var requested: [Int: PendingRequest] = [:]
         var nextToRequest = 0
         var offset: Int64 = 0
+        var local: [Int: [UInt8]] = [:]
         for (i, chunk) in entry.chunks.enumerated() {
-            while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow {
+            while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow && local.count < Self.requestWindow {
                 let c = entry.chunks[nextToRequest]
-                if localChunk(c) == nil { requested[nextToRequest] = request(c, from: link) }
+                if let bytes = localChunk(c) { local[nextToRequest] = bytes } else { requested[nextToRequest] = request(c, from: link) }
                 nextToRequest += 1
             }
-            var bytes = localChunk(chunk)
+            var bytes = local.removeValue(forKey: i)
             if bytes == nil, let p = requested.removeValue(forKey: i) {
                 guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes else {
                     throw PullError(description: "chunk \(chunk.id) did not arrive")
@@ -582,7 +644,11 @@ final class FolderExchange: @unchecked Sendable {
             if let bytes = sealed.read(chunk) { return .data(id: id, bytes: bytes) }
             return .requestFailed(id: id, reason: 1)
         }
-        guard let data = localChunk(ChunkRef(id: chunk, size: size)) else { return .requestFailed(id: id, reason: 1) }
+        // No HMAC here: the receiver verifies every chunk, and a stale read just fails there.
+        guard let at = try? store.locateChunk(chunk, folder: record.id),
+              let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(size)) else {
+            return .requestFailed(id: id, reason: 1)
+        }
         lock.withLock { counters.bytesOut += Int64(data.count) }
         return .data(id: id, bytes: data)
     }

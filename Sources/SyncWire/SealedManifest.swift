@@ -58,14 +58,16 @@ public struct SealedManifest: Sendable, Equatable {
 
     // MARK: sealing and opening
 
-    /// `nonce` is for test vectors only; a real manifest gets 96 random bits.
+    /// `nonce` is for test vectors only; a real manifest gets 96 random bits. `sequences` covers a
+    /// batch whose entries were left out (the peer already has them) so its acknowledgement moves on.
     public static func seal(_ entries: [FileEntry], origin: ShortDeviceID, indexID: UInt64,
-                            keys: ManifestKeys, nonce fixedNonce: [UInt8]? = nil) throws(Failure) -> SealedManifest {
+                            keys: ManifestKeys, nonce fixedNonce: [UInt8]? = nil,
+                            sequences: (first: UInt64, last: UInt64)? = nil) throws(Failure) -> SealedManifest {
         guard let signer = keys.signingKey else { throw .cannotSign }
         guard let mk = keys.manifestKey else { throw .cannotDecrypt }
         let seqs = entries.map { UInt64($0.sequence) }
         let header = Header(folderID: keys.folderID, origin: origin, indexID: indexID,
-                            firstSequence: seqs.min() ?? 0, lastSequence: seqs.max() ?? 0)
+                            firstSequence: sequences?.first ?? seqs.min() ?? 0, lastSequence: sequences?.last ?? seqs.max() ?? 0)
         let nonce = fixedNonce ?? (0..<12).map { _ in UInt8.random(in: 0...255) }
         let headerBytes = encodeHeader(header)
         let ciphertext = BulkAEAD(key: mk).seal(nonce: nonce, ad: headerBytes, plaintext: ManifestCodec.encode(entries))
