@@ -228,9 +228,6 @@ final class FolderExchange: @unchecked Sendable {
         work.async { [self] in
             let ok = apply(entries, from: link)
             lock.withLock { _ = inFlight.remove(key) }
-            if ok {
-                lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
-            }
             guard ok, (try? recordApplied(header, bytes)) != nil else {
                 // A chunk the peer no longer has (superseded), a full disk, a paused folder: start
                 // over in a moment; the peer then sends its current entries from our applied floor.
@@ -360,7 +357,8 @@ final class FolderExchange: @unchecked Sendable {
             return false
         }
         logger.info("applied \(steps.count) changes from \(link.device.short.hex)")
-        pushLocalChanges()   // pass them on to other peers
+        lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
+        pushLocalChanges()   // pass them on to other peers (not back to this one)
         return true
     }
 
