@@ -39,6 +39,11 @@ final class FolderExchange: @unchecked Sendable {
         var lastSent: Int64?
         /// Versions this peer sent us and we applied (path → encoded vector): never sent back.
         var received: [String: [UInt8]] = [:]
+        /// Sealed chunks already pushed to this (storage) peer.
+        var storedChunks: Set<ChunkID> = []
+        /// What this peer holds of other origins' indexes (relays from a storage peer).
+        var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
+        var relayed = false
         init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
     }
 
@@ -126,11 +131,22 @@ final class FolderExchange: @unchecked Sendable {
         case .hello(let hello):
             lock.withLock { link.access = hello.access; link.indexID = hello.indexID }
             // Tell the peer how far we hold its index, so it sends only what is newer.
-            let progress = (try? store.remoteManifestProgress(folder: record.id))?[link.device.short]
+            let all = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
+            let progress = all[link.device.short]
             let held = progress.map { $0.indexID == hello.indexID ? $0.lastSequence : 0 } ?? 0
-            return .reply([.indexAck(origin: link.device.short, indexID: hello.indexID, sequence: held)])
+            var acks: [SessionMessage] = []
+            if hello.access == .storage && keys.manifestKey != nil {
+                // A storage peer relays other devices' manifests: say how far we hold each origin.
+                acks = all.filter { $0.key != link.device.short }
+                    .map { .indexAck(origin: $0.key, indexID: $0.value.indexID, sequence: $0.value.lastSequence) }
+            }
+            return .reply(acks + [.indexAck(origin: link.device.short, indexID: hello.indexID, sequence: held)])
         case let .indexAck(origin, indexID, sequence):
-            guard origin == me else { return .reply([]) }
+            guard origin == me else {
+                lock.withLock { link.floors[origin] = (indexID, sequence) }
+                return .reply([])
+            }
+            if keys.manifestKey == nil { relayStoredManifests(to: link) }
             let start: Bool = lock.withLock {
                 let matches = indexID == self.indexID
                 link.ackedIndexID = indexID
@@ -183,6 +199,7 @@ final class FolderExchange: @unchecked Sendable {
                     guard let manifest = try? SealedManifest.seal(entries, origin: me, indexID: indexID, keys: manifestKeys,
                                                                   sequences: (UInt64(batch[0].sequence), UInt64(last.sequence)))
                     else { break }
+                    if lock.withLock({ link.access == .storage }) { storeChunks(of: entries, on: link) }
                     let bytes = manifest.encoded
                     lock.withLock {
                         link.lastSent = last.sequence
@@ -190,6 +207,34 @@ final class FolderExchange: @unchecked Sendable {
                     }
                     link.send(.index(bytes))
                 }
+            }
+        }
+    }
+
+    /// Storage peers: send a peer every stored manifest of other origins that it does not hold
+    /// yet, oldest first (writer A offline, B still gets A's data from here).
+    private func relayStoredManifests(to link: PeerLink) {
+        guard lock.withLock({ () -> Bool in defer { link.relayed = true }; return !link.relayed }) else { return }
+        pushQueue.async { [self] in
+            let floors = lock.withLock { link.floors }
+            for m in (try? store.remoteManifests(folder: record.id)) ?? [] where m.origin != link.device.short {
+                if let f = floors[m.origin], f.indexID == m.indexID, f.sequence >= m.lastSequence { continue }
+                lock.withLock { counters.bytesOut += Int64(m.sealed.count) }
+                link.send(.index(m.sealed))
+            }
+        }
+    }
+
+    /// Sealed copies of the chunks of `entries` for a storage peer, each sent once per session.
+    private func storeChunks(of entries: [FileEntry], on link: PeerLink) {
+        guard let chunkKey = keys.chunkKey, let signer = keys.signingKey else { return }
+        for e in entries where !e.deleted && e.metadata.kind == .file {
+            for c in e.chunks {
+                guard lock.withLock({ link.storedChunks.insert(c.id).inserted }), let data = localChunk(c),
+                      let sealed = try? SealedChunk.seal(data, id: c.id, chunkKey: chunkKey, signer: signer) else { continue }
+                let bytes = sealed.encoded
+                lock.withLock { counters.bytesOut += Int64(bytes.count) }
+                link.send(.store(bytes))
             }
         }
     }
@@ -205,6 +250,10 @@ final class FolderExchange: @unchecked Sendable {
         let key = [header.origin, header.indexID, header.lastSequence]
         let verdict: Outcome? = lock.withLock {
             let floor = loadGuard()
+            if floor.admit(header) == .duplicate && link.access == .storage && header.origin != link.device.short {
+                // A storage peer relaying what we already got from the writer itself: not an attack.
+                return .reply([])
+            }
             if floor.admit(header) != .accept || inFlight.contains(key) {
                 let held = floor.seen[header.origin]?.lastSequence ?? 0
                 return .refuse("refused manifest: replayed or older than what we hold (origin \(String(header.origin, radix: 16)) "
@@ -578,10 +627,18 @@ final class FolderExchange: @unchecked Sendable {
             }
             var bytes = local.removeValue(forKey: i)
             if bytes == nil, let p = requested.removeValue(forKey: i) {
-                guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes else {
+                guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, var data = p.bytes else {
                     throw PullError(description: "chunk \(chunk.id) did not arrive")
                 }
                 lock.withLock { counters.bytesIn += Int64(data.count) }
+                if lock.withLock({ link.access == .storage }) {
+                    // Storage peers serve sealed chunks: verify the folder signature, decrypt, unpad.
+                    guard let chunkKey = keys.chunkKey, let sealed = try? SealedChunk(decoding: data),
+                          let plain = try? sealed.open(chunkKey: chunkKey, ids: ids, folderKey: folderKey) else {
+                        throw PullError(description: "sealed chunk \(chunk.id) did not open")
+                    }
+                    data = plain
+                }
                 bytes = data
             }
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {

@@ -169,6 +169,17 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Every stored sealed manifest of the folder, oldest first: what a storage peer relays.
+    public func remoteManifests(folder: Int64) throws -> [(origin: UInt64, indexID: UInt64, lastSequence: UInt64, sealed: [UInt8])] {
+        try writer.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT origin, index_id, last_sequence, sealed FROM remote_manifest WHERE folder = ? ORDER BY received_ns, rowid
+                """, arguments: [folder]).map { r in
+                (UInt64(bitPattern: r[0]), UInt64(bitPattern: r[1]), UInt64(bitPattern: r[2]), [UInt8](r[3] as Data))
+            }
+        }
+    }
+
     public func remoteManifestCount(folder: Int64) throws -> Int {
         try writer.read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM remote_manifest WHERE folder = ?", arguments: [folder]) ?? 0

@@ -164,6 +164,40 @@ final class ReplicationIntegrationTests: XCTestCase {
     }
 }
 
+extension ReplicationIntegrationTests {
+    /// Writer A feeds storage peer S, then goes down; B, a new read-write peer, gets A's files from
+    /// S alone — and S can read none of them.
+    func test_relayThroughStoragePeer_whileTheWriterIsDown() throws {
+        let a = try DaemonHarness(name: "relayA"), s = try DaemonHarness(name: "relayS"), b = try DaemonHarness(name: "relayB")
+        try a.startDaemon()
+        let seed = try XCTUnwrap(a.status().listen)
+        try s.startDaemon(extra: ["--join", seed])
+        let add = try a.cli(["add", a.root + "/data", "--secret"])
+        XCTAssertEqual(add.status, 0, add.stderr)
+        let rw = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
+        let storage = s.cliSync(["secret", "--storage", rw])
+        XCTAssertEqual(try s.cli(["add", s.root + "/vault", "--secret", storage]).status, 0)
+        let content = Data((0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 7) })
+        try FileManager.default.createDirectory(atPath: a.root + "/data/reports", withIntermediateDirectories: true)
+        try content.write(to: URL(fileURLWithPath: a.root + "/data/reports/q3-confidential.bin"))
+        try Data("meeting notes".utf8).write(to: URL(fileURLWithPath: a.root + "/data/notes.txt"))
+        try waitInSync(a)   // S acknowledged everything (chunks travel before their manifest)
+        a.stopDaemon(signal: SIGKILL)
+
+        let sAddress = try XCTUnwrap(s.status().listen)
+        try b.startDaemon(extra: ["--join", sAddress])
+        XCTAssertEqual(try b.cli(["add", b.root + "/data", "--secret", rw]).status, 0)
+        let deadline = Date().addingTimeInterval(30)
+        let target = b.root + "/data/reports/q3-confidential.bin"
+        while Date() < deadline && FileManager.default.contents(atPath: target) != content { usleep(100_000) }
+        XCTAssertEqual(FileManager.default.contents(atPath: target), content, "B got A's file from S\n\(b.daemonLog.suffix(3000))")
+        XCTAssertEqual(try String(contentsOfFile: b.root + "/data/notes.txt", encoding: .utf8), "meeting notes")
+        // S's folder holds sealed data only.
+        let names = try FileManager.default.subpathsOfDirectory(atPath: s.root + "/vault")
+        XCTAssertFalse(names.contains { $0.contains("q3-confidential") || $0.contains("notes") }, "\(names)")
+    }
+}
+
 enum FolderSecretText {
     static func generate() -> String {
         let h = try! DaemonHarness(name: "secretgen")
