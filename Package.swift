@@ -39,6 +39,9 @@ let package = Package(
                 swiftSettings: strict),
         // SWIM + Lifeguard membership as a pure state machine; no I/O, no dependencies.
         .target(name: "SyncGossip", swiftSettings: strict),
+        // Pure replication planning (global state, conflicts, pull scheduling); the daemon's
+        // FolderExchange moves onto it next (Docs/Architecture.md).
+        .target(name: "SyncReplication", dependencies: ["SyncCore"], swiftSettings: strict),
         .target(name: "SyncStore",
                 dependencies: ["SyncCore", .product(name: "GRDB", package: "GRDB.swift")],
                 swiftSettings: strict),
@@ -67,6 +70,7 @@ let package = Package(
         .testTarget(name: "SyncWireTests", dependencies: ["SyncWire", "SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncFuzzTests", dependencies: ["SyncFuzz"]),
         .testTarget(name: "SyncGossipTests", dependencies: ["SyncGossip"]),
+        .testTarget(name: "SyncReplicationTests", dependencies: ["SyncReplication"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore",

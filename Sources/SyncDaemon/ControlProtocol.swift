@@ -59,6 +59,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var peers: [Peer]?
         /// True while scans or applies are queued (`syncd wait` waits for false).
         public var busy: Bool?
+        /// Why the last pull failed (a full disk, a peer that lost a chunk); retried automatically.
+        public var pullError: String?
 
         public struct Peer: Codable, Sendable, Equatable {
             public var device: String

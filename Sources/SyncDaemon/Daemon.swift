@@ -260,6 +260,7 @@ public final class Daemon: @unchecked Sendable {
                 list[list.count - 1].bytesIn = counters.bytesIn
                 list[list.count - 1].bytesOut = counters.bytesOut
                 list[list.count - 1].busy = s.isBusy || counters.needFiles > 0
+                list[list.count - 1].pullError = counters.pullError
                 var peers = try connected.map { p in
                     StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,
                                              needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)))

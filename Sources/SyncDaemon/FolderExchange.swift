@@ -54,7 +54,13 @@ final class FolderExchange: @unchecked Sendable {
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
+        /// Why the last pull or apply failed (cleared by the next success), e.g. a full disk.
+        var pullError: String?
     }
+
+    /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps.
+    static let trashRetention: TimeInterval = 30 * 86400
+    static let maxConflictCopies = 10
 
     static let entriesPerManifest = 1000
     static let requestWindow = 64
@@ -385,6 +391,7 @@ final class FolderExchange: @unchecked Sendable {
             try stageAll(&steps, from: link)
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
+            lock.withLock { counters.pullError = "\(error)" }
             cleanStaged(steps)
             return false
         }
@@ -406,6 +413,8 @@ final class FolderExchange: @unchecked Sendable {
             return false
         }
         logger.info("applied \(steps.count) changes from \(link.device.short.hex)")
+        lock.withLock { counters.pullError = nil }
+        pruneTrash()
         lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
         pushLocalChanges()   // pass them on to other peers (not back to this one)
         return true
@@ -502,9 +511,34 @@ final class FolderExchange: @unchecked Sendable {
         return true
     }
 
+    /// Keeps at most `maxConflictCopies` conflict copies per file: the oldest go to the trash.
+    private func capConflictCopies(of name: String) {
+        guard let marker = name.range(of: ".sync-conflict-") else { return }
+        let stem = String(name[..<marker.lowerBound])
+        let dir = RelativePath.parent(of: name)
+        let base = String(stem.split(separator: "/").last ?? "")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: record.path + "/" + dir)) ?? [])
+            .filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
+        guard names.count >= Self.maxConflictCopies else { return }
+        let trash = record.path + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
+        for old in names.prefix(names.count - Self.maxConflictCopies + 1) {
+            try? moveToTrash(RelativePath.join(dir, old), trash)
+        }
+    }
+
+    /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).
+    private func pruneTrash() {
+        let trash = record.path + "/.syncd/trash"
+        let cutoff = ConflictName.timestamp(Int64((Date().timeIntervalSince1970 - Self.trashRetention) * 1e9))
+        for stamp in (try? FileManager.default.contentsOfDirectory(atPath: trash)) ?? [] where stamp < cutoff {
+            try? FileManager.default.removeItem(atPath: trash + "/" + stamp)
+        }
+    }
+
     /// Renames onto `name`, or onto `name` with " 2", " 3"… before the extension when something
     /// else already has that name: a conflict copy never replaces another file.
     private func renameWithoutReplacing(_ from: String, to name: String) throws {
+        capConflictCopies(of: name)
         let (stem, ext) = ConflictName.split(name)
         var candidate = name
         var n = 1

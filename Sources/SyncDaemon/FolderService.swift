@@ -145,6 +145,14 @@ final class FolderService: @unchecked Sendable {
         let rules = Self.loadIgnore(fs)
         lock.withLock { ignore = rules }
         do {
+            // The folder marker: a root without its `.syncd/` is an unmounted volume or a wiped
+            // directory, not a wish to delete everything on every peer (Syncthing's .stfolder rule).
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: record.path, isDirectory: &isDirectory), isDirectory.boolValue,
+               !FileManager.default.fileExists(atPath: record.path + "/.syncd") {
+                throw ScanError.rootUnavailable("its marker \(record.path)/.syncd is missing (unmounted or emptied?); "
+                    + "recreate the directory to resume")
+            }
             let baseline: any ScanBaseline
             if work.rescanAll {
                 baseline = SnapshotBaseline(try store.scanSnapshot(folder: record.id).mapValues {

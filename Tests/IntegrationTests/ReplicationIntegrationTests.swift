@@ -198,6 +198,30 @@ extension ReplicationIntegrationTests {
     }
 }
 
+extension ReplicationIntegrationTests {
+    /// A wiped folder (its `.syncd/` marker gone too, as with an unmounted volume) pauses with an
+    /// error instead of deleting everything on every peer.
+    func test_emptiedFolderRoot_pausesInsteadOfDeletingEverywhere() throws {
+        let (d, _) = try cluster(2, name: "wipe")
+        for i in 0..<20 { try Data("file \(i)".utf8).write(to: URL(fileURLWithPath: d[0].root + "/data/f\(i).txt")) }
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(d[1].root + "/data").count, 20)
+        for name in try FileManager.default.contentsOfDirectory(atPath: d[0].root + "/data") {
+            try FileManager.default.removeItem(atPath: d[0].root + "/data/" + name)
+        }
+        let deadline = Date().addingTimeInterval(10)
+        var state = ""
+        while Date() < deadline && state != "error" {
+            usleep(100_000)
+            state = try d[0].status().folders.first?.state ?? ""
+        }
+        XCTAssertEqual(state, "error", "the wiped folder is paused")
+        sleep(1)
+        XCTAssertEqual(tree(d[1].root + "/data").count, 20, "the peer lost nothing")
+        XCTAssertTrue(try d[0].cli(["status"]).stdout.contains(".syncd is missing"))
+    }
+}
+
 enum FolderSecretText {
     static func generate() -> String {
         let h = try! DaemonHarness(name: "secretgen")

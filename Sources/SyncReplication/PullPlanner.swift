@@ -1,0 +1,439 @@
+import SyncCore
+
+/// Plans how the chunks of needed files reach this device: a pure state machine (no I/O, no clock;
+/// time and the tie-breaking seed are injected). Every input returns the directives the shell
+/// carries out, in order.
+///
+/// - A chunk available here (the local chunk index, or one already received) is copied, never
+///   fetched: renames and moves cost no transfer.
+/// - Every other chunk is requested once, however many files or offsets need it, from one of the
+///   connected peers that can serve it: least-loaded first, ties broken by the seeded generator.
+/// - At most `window` requests are outstanding per peer and `maxOutstandingBytes` in all
+///   (one request may always be outstanding, so a chunk larger than the budget still moves).
+/// - A chunk no connected peer has is parked: its files show in `pending` and nothing is retried
+///   until a peer connects that has it, so the planner never spins.
+/// - A failed or timed-out request is retried on another peer when one has the chunk (the same
+///   peer again only when no other can serve it); after `maxAttempts` failures of one chunk the
+///   files that need it fail.
+/// - A file completes when every one of its chunk placements has been confirmed by `copied`.
+public struct PullPlanner: Sendable {
+    public typealias Instant = ContinuousClock.Instant
+    public typealias RequestID = UInt64
+
+    public struct Configuration: Sendable, Hashable {
+        /// Outstanding requests per peer (16): enough to fill a LAN link with 64 KiB chunks.
+        public var window: Int
+        /// Bytes requested and not yet answered, over all peers (32 MiB): bounds memory for
+        /// chunks in flight.
+        public var maxOutstandingBytes: Int
+        /// A request unanswered this long (30 s) is given up and retried elsewhere.
+        public var requestTimeout: Duration
+        /// Failed requests (refused or timed out) for one chunk, and failed copies into one file,
+        /// before the files concerned fail (5).
+        public var maxAttempts: Int
+
+        public init(window: Int = 16, maxOutstandingBytes: Int = 32 << 20, requestTimeout: Duration = .seconds(30),
+                    maxAttempts: Int = 5) {
+            precondition(window > 0 && maxOutstandingBytes > 0 && maxAttempts > 0)
+            self.window = window
+            self.maxOutstandingBytes = maxOutstandingBytes
+            self.requestTimeout = requestTimeout
+            self.maxAttempts = maxAttempts
+        }
+    }
+
+    public struct FileToFetch: Hashable, Sendable {
+        public var path: String
+        public var chunks: [ChunkRef]
+        public init(path: String, chunks: [ChunkRef]) { self.path = path; self.chunks = chunks }
+    }
+
+    /// Which chunks a peer can serve.
+    public enum Inventory: Hashable, Sendable {
+        case chunks(Set<ChunkID>)
+        /// Anything asked: a refusal (`received(ok: false)`) teaches otherwise for that chunk.
+        case everything
+
+        /// The chunks of every live file entry the peer announced.
+        public static func announced(_ entries: [FileEntry]) -> Inventory {
+            .chunks(Set(entries.lazy.filter { !$0.deleted }.flatMap { $0.chunks.map(\.id) }))
+        }
+
+        public func contains(_ id: ChunkID) -> Bool {
+            switch self {
+            case .everything: return true
+            case .chunks(let set): return set.contains(id)
+            }
+        }
+    }
+
+    public enum Directive: Hashable, Sendable {
+        /// The chunk's bytes are on this device (the local chunk index, or just received for the
+        /// request the answering call acknowledged): verify, write them at `offset`, answer `copied`.
+        case copyLocal(ChunkRef, toPath: String, offset: Int64)
+        /// Ask `peer` for the chunk; answer `received`.
+        case request(peer: ShortDeviceID, chunk: ChunkRef, requestID: RequestID)
+        /// Every chunk of the file is in place.
+        case fileComplete(path: String)
+        /// The file cannot be completed; it is forgotten.
+        case fileFailed(path: String, reason: Failure)
+    }
+
+    public enum Failure: Error, Hashable, Sendable {
+        /// Every request for the chunk failed, `attempts` times in all.
+        case chunkUnavailable(ChunkID, attempts: Int)
+        /// Writing the file's chunks failed `attempts` times.
+        case copyFailed(ChunkID, attempts: Int)
+    }
+
+    /// A file waiting for chunks no connected peer has.
+    public struct PendingFile: Hashable, Sendable {
+        public var path: String
+        public var missing: [ChunkID]
+    }
+
+    public let configuration: Configuration
+
+    struct Placement: Hashable, Sendable {
+        var path: String
+        var offset: Int64
+    }
+
+    enum Status: Hashable, Sendable {
+        case queued, parked, inFlight(RequestID)
+    }
+
+    /// A chunk still to be fetched.
+    struct ChunkState: Sendable {
+        var ref: ChunkRef
+        var waiting: [Placement]
+        var status: Status = .queued
+        /// Peers that failed this chunk; skipped while another peer can serve it.
+        var excluded: Set<ShortDeviceID> = []
+        var attempts = 0
+
+        var isInFlight: Bool { if case .inFlight = status { true } else { false } }
+    }
+
+    struct FileState: Sendable {
+        var chunks: [ChunkRef]
+        var remaining: Int
+        var copying: Set<Int64> = []
+        var copyFailures = 0
+    }
+
+    struct Request: Sendable {
+        var chunk: ChunkID
+        var peer: ShortDeviceID
+        var sentAt: Instant
+        var bytes: Int
+    }
+
+    struct Peer: Sendable {
+        var inventory: Inventory
+        var outstanding = 0
+    }
+
+    private var files: [String: FileState] = [:]
+    private var chunks: [ChunkID: ChunkState] = [:]
+    /// Chunks whose bytes are here: copied, not fetched.
+    private var available: Set<ChunkID>
+    private var requests: [RequestID: Request] = [:]
+    private var peers: [ShortDeviceID: Peer] = [:]
+    /// Fetch order: `retry` (chunks that went back, oldest need first) before `queue[head...]`.
+    /// Entries whose chunk is no longer queued are skipped, so neither list is ever searched.
+    private var queue: [ChunkID] = []
+    private var head = 0
+    private var retry: [ChunkID] = []
+    private var parked: [ChunkID] = []
+    private var outstandingBytes = 0
+    private var nextRequestID: RequestID = 1
+    private var random: SplitMix64
+
+    /// `localChunks`: every chunk id the local index holds in some file.
+    public init(configuration: Configuration = Configuration(), localChunks: Set<ChunkID> = [], seed: UInt64) {
+        self.configuration = configuration
+        self.available = localChunks
+        self.random = SplitMix64(seed: seed)
+    }
+
+    // MARK: queries
+
+    /// Files waiting for chunks no connected peer has, by path.
+    public var pending: [PendingFile] {
+        var missing: [String: Set<ChunkID>] = [:]
+        for (id, chunk) in chunks where !chunk.isInFlight {
+            guard !peers.values.contains(where: { $0.inventory.contains(id) }) else { continue }
+            for placement in chunk.waiting { missing[placement.path, default: []].insert(id) }
+        }
+        return missing.keys.sorted().map { PendingFile(path: $0, missing: missing[$0]!.sorted()) }
+    }
+
+    public var isFinished: Bool { files.isEmpty }
+    public var outstandingRequests: Int { requests.count }
+    public var outstandingRequestBytes: Int { outstandingBytes }
+    public func outstandingRequests(to peer: ShortDeviceID) -> Int { peers[peer]?.outstanding ?? 0 }
+
+    // MARK: inputs
+
+    /// Starts fetching `files`. A path already in progress is restarted with the new chunk list.
+    public mutating func add(_ files: [FileToFetch], now: Instant) -> [Directive] {
+        var out: [Directive] = []
+        for file in files {
+            cancel(file.path)
+            guard !file.chunks.isEmpty else {
+                out.append(.fileComplete(path: file.path))
+                continue
+            }
+            self.files[file.path] = FileState(chunks: file.chunks, remaining: file.chunks.count)
+            var offset: Int64 = 0
+            for ref in file.chunks {
+                out += need(ref, at: Placement(path: file.path, offset: offset))
+                offset += Int64(ref.size)
+            }
+        }
+        return out + schedule(now: now)
+    }
+
+    /// Stops fetching `path` (a newer version superseded it, or it is no longer needed). Answers to
+    /// its requests and copies that arrive later are ignored.
+    public mutating func cancel(_ path: String) {
+        guard let file = files.removeValue(forKey: path) else { return }
+        var seen = Set<ChunkID>()
+        for ref in file.chunks where seen.insert(ref.id).inserted {
+            guard var chunk = chunks[ref.id] else { continue }
+            chunk.waiting.removeAll { $0.path == path }
+            if !chunk.waiting.isEmpty {
+                chunks[ref.id] = chunk
+                continue
+            }
+            if case .inFlight(let id) = chunk.status, let request = requests.removeValue(forKey: id) {
+                release(request)
+            }
+            chunks[ref.id] = nil
+        }
+    }
+
+    /// A peer connected, or announced a new inventory. Parked chunks it has are queued again, and
+    /// a new connection gets a fresh chance at chunks it failed before.
+    public mutating func peerConnected(_ peer: ShortDeviceID, inventory: Inventory, now: Instant) -> [Directive] {
+        if peers[peer] == nil {
+            peers[peer] = Peer(inventory: inventory)
+            for id in chunks.keys where chunks[id]!.excluded.contains(peer) { chunks[id]!.excluded.remove(peer) }
+        } else {
+            peers[peer]!.inventory = inventory
+        }
+        var stillParked: [ChunkID] = []
+        for id in parked where chunks[id]?.status == .parked {
+            if inventory.contains(id) {
+                chunks[id]!.status = .queued
+                retry.append(id)
+            } else {
+                stillParked.append(id)
+            }
+        }
+        parked = stillParked
+        return schedule(now: now)
+    }
+
+    /// The peer is gone: its outstanding requests go to other peers, without counting as failures.
+    public mutating func peerDisconnected(_ peer: ShortDeviceID, now: Instant) -> [Directive] {
+        guard peers.removeValue(forKey: peer) != nil else { return [] }
+        for id in requests.keys.sorted() where requests[id]!.peer == peer {
+            let request = requests.removeValue(forKey: id)!
+            outstandingBytes -= request.bytes
+            if chunks[request.chunk] != nil { requeue(request.chunk) }
+        }
+        return schedule(now: now)
+    }
+
+    /// The answer to a request: `ok` when the bytes arrived and verified against the chunk id.
+    /// Unknown ids (answered after a timeout, or cancelled) return nothing: drop the bytes.
+    public mutating func received(_ requestID: RequestID, ok: Bool, now: Instant) -> [Directive] {
+        guard let request = requests.removeValue(forKey: requestID) else { return [] }
+        release(request)
+        var out: [Directive] = []
+        if chunks[request.chunk] != nil {
+            if ok {
+                let chunk = chunks.removeValue(forKey: request.chunk)!
+                available.insert(request.chunk)
+                out += chunk.waiting.map { copy(chunk.ref, to: $0) }
+            } else {
+                out += failed(request.chunk, by: request.peer)
+            }
+        }
+        return out + schedule(now: now)
+    }
+
+    /// The answer to `copyLocal`. A failed copy means the bytes are not here after all (the local
+    /// file changed since it was indexed): the chunk is fetched instead.
+    public mutating func copied(_ chunk: ChunkRef, toPath path: String, offset: Int64, ok: Bool,
+                                now: Instant) -> [Directive] {
+        guard var file = files[path], file.copying.remove(offset) != nil else { return [] }
+        if ok {
+            file.remaining -= 1
+            files[path] = file.remaining == 0 ? nil : file
+            return file.remaining == 0 ? [.fileComplete(path: path)] : []
+        }
+        file.copyFailures += 1
+        files[path] = file
+        if file.copyFailures >= configuration.maxAttempts {
+            cancel(path)
+            return [.fileFailed(path: path, reason: .copyFailed(chunk.id, attempts: file.copyFailures))]
+        }
+        available.remove(chunk.id)
+        return need(chunk, at: Placement(path: path, offset: offset)) + schedule(now: now)
+    }
+
+    /// Gives up requests older than `requestTimeout` and retries them elsewhere.
+    public mutating func tick(now: Instant) -> [Directive] {
+        var out: [Directive] = []
+        for id in requests.keys.sorted() {
+            guard let request = requests[id], request.sentAt.duration(to: now) >= configuration.requestTimeout
+            else { continue }
+            requests[id] = nil
+            release(request)
+            if chunks[request.chunk] != nil { out += failed(request.chunk, by: request.peer) }
+        }
+        return out + schedule(now: now)
+    }
+
+    // MARK: internals
+
+    /// One placement needs `ref`: copy it if the bytes are here, else join (or start) its fetch.
+    private mutating func need(_ ref: ChunkRef, at placement: Placement) -> [Directive] {
+        if available.contains(ref.id) { return [copy(ref, to: placement)] }
+        if chunks[ref.id] != nil {
+            chunks[ref.id]!.waiting.append(placement)
+        } else {
+            chunks[ref.id] = ChunkState(ref: ref, waiting: [placement])
+            queue.append(ref.id)
+        }
+        return []
+    }
+
+    private mutating func copy(_ ref: ChunkRef, to placement: Placement) -> Directive {
+        files[placement.path]?.copying.insert(placement.offset)
+        return .copyLocal(ref, toPath: placement.path, offset: placement.offset)
+    }
+
+    private mutating func release(_ request: Request) {
+        outstandingBytes -= request.bytes
+        peers[request.peer]?.outstanding -= 1
+    }
+
+    /// Back to the front of the line, ahead of chunks never tried.
+    private mutating func requeue(_ id: ChunkID) {
+        chunks[id]!.status = .queued
+        retry.append(id)
+    }
+
+    /// A request for `id` failed at `peer`: retry elsewhere, or fail its files after too many tries.
+    private mutating func failed(_ id: ChunkID, by peer: ShortDeviceID) -> [Directive] {
+        chunks[id]!.attempts += 1
+        chunks[id]!.excluded.insert(peer)
+        let chunk = chunks[id]!
+        guard chunk.attempts >= configuration.maxAttempts else {
+            requeue(id)
+            return []
+        }
+        var out: [Directive] = []
+        for path in Set(chunk.waiting.map(\.path)).sorted() {
+            cancel(path)
+            out.append(.fileFailed(path: path, reason: .chunkUnavailable(id, attempts: chunk.attempts)))
+        }
+        return out
+    }
+
+    private enum Assignment {
+        case sent(Directive)
+        /// Every peer that has it is busy; later chunks may still go to others.
+        case busy
+        /// Parked or no longer needed: out of the line.
+        case gone
+        /// No peer has a free slot, or the byte budget is spent: nothing more goes out now.
+        case stop
+    }
+
+    /// Hands queued chunks to peers until windows or the byte budget are full.
+    private mutating func schedule(now: Instant) -> [Directive] {
+        var out: [Directive] = []
+        var stopped = !hasFreePeer
+        var keep: [ChunkID] = []
+        for id in retry {
+            if stopped { keep.append(id); continue }
+            switch assign(id, now: now) {
+            case .sent(let directive): out.append(directive)
+            case .busy: keep.append(id)
+            case .gone: break
+            case .stop: stopped = true; keep.append(id)
+            }
+        }
+        retry = keep
+        var index = head
+        while !stopped, index < queue.count {
+            switch assign(queue[index], now: now) {
+            case .sent(let directive): out.append(directive)
+            case .busy, .gone: break
+            case .stop: stopped = true
+            }
+            index += 1
+        }
+        while head < queue.count, chunks[queue[head]]?.status != .queued { head += 1 }
+        if head > 1024 && head * 2 > queue.count {
+            queue.removeFirst(head)
+            head = 0
+        }
+        return out
+    }
+
+    private var hasFreePeer: Bool {
+        peers.values.contains { $0.outstanding < configuration.window }
+    }
+
+    private mutating func assign(_ id: ChunkID, now: Instant) -> Assignment {
+        guard var chunk = chunks[id], chunk.status == .queued else { return .gone }
+        let size = Int(chunk.ref.size)
+        if outstandingBytes > 0 && outstandingBytes + size > configuration.maxOutstandingBytes { return .stop }
+        let holders = peers.keys.filter { peers[$0]!.inventory.contains(id) }
+        if holders.isEmpty {
+            chunks[id]!.status = .parked
+            parked.append(id)
+            return .gone
+        }
+        var usable = holders.filter { !chunk.excluded.contains($0) }
+        if usable.isEmpty {   // every holder failed it once: go round again, `maxAttempts` bounds this
+            chunk.excluded = []
+            usable = holders
+        }
+        let free = usable.filter { peers[$0]!.outstanding < configuration.window }
+        guard let least = free.map({ peers[$0]!.outstanding }).min() else { return hasFreePeer ? .busy : .stop }
+        let tied = free.filter { peers[$0]!.outstanding == least }.sorted()
+        let peer = tied.count == 1 ? tied[0] : tied[Int(random.next() % UInt64(tied.count))]
+
+        let requestID = nextRequestID
+        nextRequestID += 1
+        chunk.status = .inFlight(requestID)
+        chunks[id] = chunk
+        requests[requestID] = Request(chunk: id, peer: peer, sentAt: now, bytes: size)
+        peers[peer]!.outstanding += 1
+        outstandingBytes += size
+        return .sent(.request(peer: peer, chunk: chunk.ref, requestID: requestID))
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator, so ties break the same way in a
+/// test every time and differently on devices seeded differently.
+struct SplitMix64: Sendable {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
