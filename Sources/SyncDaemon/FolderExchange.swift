@@ -649,31 +649,41 @@ final class FolderExchange: @unchecked Sendable {
             close(fd)
             if !ok { unlink(temp) }
         }
-        var requested: [Int: PendingRequest] = [:]
+        var requested: [Int: (PendingRequest, PeerLink)] = [:]
         var nextToRequest = 0
         var offset: Int64 = 0
         var local: [Int: [UInt8]] = [:]
         for (i, chunk) in entry.chunks.enumerated() {
             while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow && local.count < Self.requestWindow {
                 let c = entry.chunks[nextToRequest]
-                if let bytes = localChunk(c) { local[nextToRequest] = bytes } else { requested[nextToRequest] = request(c, from: link) }
+                if let bytes = localChunk(c) {
+                    local[nextToRequest] = bytes
+                } else {
+                    // Spread over every connected peer (the sender first in turn), retried elsewhere below.
+                    let sources = self.sources(preferring: link)
+                    let source = sources[nextToRequest % sources.count]
+                    requested[nextToRequest] = (request(c, from: source), source)
+                }
                 nextToRequest += 1
             }
             var bytes = local.removeValue(forKey: i)
-            if bytes == nil, let p = requested.removeValue(forKey: i) {
-                guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, var data = p.bytes else {
-                    throw PullError(description: "chunk \(chunk.id) did not arrive")
-                }
-                lock.withLock { counters.bytesIn += Int64(data.count) }
-                if lock.withLock({ link.access == .storage }) {
-                    // Storage peers serve sealed chunks: verify the folder signature, decrypt, unpad.
-                    guard let chunkKey = keys.chunkKey, let sealed = try? SealedChunk(decoding: data),
-                          let plain = try? sealed.open(chunkKey: chunkKey, ids: ids, folderKey: folderKey) else {
-                        throw PullError(description: "sealed chunk \(chunk.id) did not open")
+            if bytes == nil, let (first, firstSource) = requested.removeValue(forKey: i) {
+                var attempt: (PendingRequest, PeerLink)? = (first, firstSource)
+                var tried: Set<ObjectIdentifier> = []
+                while let (p, source) = attempt, bytes == nil {
+                    tried.insert(ObjectIdentifier(source))
+                    if p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes {
+                        lock.withLock { counters.bytesIn += Int64(data.count) }
+                        bytes = opened(data, from: source, ids: ids)
+                        if let b = bytes, b.count != Int(chunk.size) || ids.chunkID(b) != chunk.id { bytes = nil }
                     }
-                    data = plain
+                    if bytes == nil {
+                        // Timed out, refused or unreadable: ask the next peer that has not been asked.
+                        attempt = self.sources(preferring: link).first { !tried.contains(ObjectIdentifier($0)) }
+                            .map { (request(chunk, from: $0), $0) }
+                    }
                 }
-                bytes = data
+                if bytes == nil { throw PullError(description: "chunk \(chunk.id) did not arrive from any peer") }
             }
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
                 throw PullError(description: "chunk \(chunk.id) failed verification")
@@ -690,6 +700,21 @@ final class FolderExchange: @unchecked Sendable {
         futimens(fd, &times)
         ok = true
         return temp
+    }
+
+    /// Peers to fetch from: `link` first, then every other connected peer that can serve plaintext
+    /// or (storage) sealed chunks we can open.
+    private func sources(preferring link: PeerLink) -> [PeerLink] {
+        let others = lock.withLock { links.values.filter { $0 !== link && $0.access != nil } }
+        return [link] + others.sorted { $0.device.short < $1.device.short }
+    }
+
+    /// Plaintext of what a peer sent: storage peers send sealed chunks (signature checked, then
+    /// decrypted and unpadded); nil if it does not open.
+    private func opened(_ data: [UInt8], from source: PeerLink, ids: ChunkHasher) -> [UInt8]? {
+        guard lock.withLock({ source.access == .storage }) else { return data }
+        guard let chunkKey = keys.chunkKey, let sealed = try? SealedChunk(decoding: data) else { return nil }
+        return try? sealed.open(chunkKey: chunkKey, ids: ids, folderKey: folderKey)
     }
 
     /// A chunk's bytes from a local file that has it, verified (the file may have changed).

@@ -222,6 +222,35 @@ extension ReplicationIntegrationTests {
     }
 }
 
+extension ReplicationIntegrationTests {
+    struct Counters: Decodable {
+        struct Folder: Decodable { var bytesOut: Int64?; var bytesIn: Int64? }
+        var folders: [Folder]
+    }
+
+    /// A newcomer pulls from every peer that has the data, not only from the one that told it.
+    func test_pull_spreadsAcrossPeers() throws {
+        let (d, secret) = try cluster(2, name: "spread")
+        var x: UInt64 = 7
+        let content = Data((0..<(24 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
+        XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/big.bin"), 0)
+        try waitInSync(d[0])
+        func sent(_ h: DaemonHarness) throws -> Int64 {
+            try JSONDecoder().decode(Counters.self, from: Data(h.cli(["status", "--json"]).stdout.utf8)).folders.first?.bytesOut ?? 0
+        }
+        let before = try d.map(sent)
+        let c = try DaemonHarness(name: "spread2")
+        try c.startDaemon(extra: ["--join", try XCTUnwrap(d[0].status().listen)])
+        XCTAssertEqual(try c.cli(["add", c.root + "/data", "--secret", secret]).status, 0)
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && FileManager.default.contents(atPath: c.root + "/data/big.bin") != content { usleep(100_000) }
+        XCTAssertEqual(FileManager.default.contents(atPath: c.root + "/data/big.bin"), content)
+        let served = try zip(d.map(sent), before).map { $0 - $1 }
+        XCTAssertTrue(served.allSatisfy { $0 > 2 << 20 }, "both peers served chunks: \(served)")
+    }
+}
+
 enum FolderSecretText {
     static func generate() -> String {
         let h = try! DaemonHarness(name: "secretgen")
