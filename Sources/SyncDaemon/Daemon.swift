@@ -121,7 +121,8 @@ public final class Daemon: @unchecked Sendable {
         lock.withLock { folders[record.path] = service }
         do {
             let exchange = try FolderExchange(record: record, keys: service.keys, store: store,
-                                              device: identity.deviceID.short, logger: logger)
+                                              device: identity.deviceID.short, logger: logger,
+                                              trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
             exchange.service = service
             service.onIndexChanged = { [weak exchange] in exchange?.pushLocalChanges() }
             lock.withLock { exchanges[exchange.folderID] = exchange }

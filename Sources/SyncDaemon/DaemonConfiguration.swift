@@ -15,6 +15,10 @@ public struct DaemonConfiguration: Sendable {
     public var gossipKey: String?
     /// UDP port of the LAN discovery beacon; nil turns the beacon off. Default 7701.
     public var beaconPort: Int? = 7701
+    /// Days deleted files stay in a folder's `.syncd/trash/`. Default 30.
+    public var trashDays: Double = 30
+    /// Conflict copies kept per file; older ones move to the trash. Default 10.
+    public var maxConflicts = 10
     /// Membership timings (memberlist's LAN defaults).
     public var gossip = SWIMSettings()
     /// Full rescan safety net, jittered ±10 %. Default one hour.

@@ -58,9 +58,10 @@ final class FolderExchange: @unchecked Sendable {
         var pullError: String?
     }
 
-    /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps.
-    static let trashRetention: TimeInterval = 30 * 86400
-    static let maxConflictCopies = 10
+    /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps
+    /// (`syncd daemon --trash-days`, `--max-conflicts`).
+    private let trashRetention: TimeInterval
+    private let maxConflictCopies: Int
 
     static let entriesPerManifest = 1000
     static let requestWindow = 64
@@ -90,8 +91,11 @@ final class FolderExchange: @unchecked Sendable {
     private let work: DispatchQueue
     private let pushQueue: DispatchQueue
 
-    init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger) throws {
+    init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
+         trashDays: Double = 30, maxConflicts: Int = 10) throws {
         self.record = record
+        self.trashRetention = trashDays * 86400
+        self.maxConflictCopies = max(1, maxConflicts)
         self.keys = keys
         self.folderID = keys.folderID
         self.access = keys.access
@@ -519,9 +523,9 @@ final class FolderExchange: @unchecked Sendable {
         let base = String(stem.split(separator: "/").last ?? "")
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: record.path + "/" + dir)) ?? [])
             .filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
-        guard names.count >= Self.maxConflictCopies else { return }
+        guard names.count >= maxConflictCopies else { return }
         let trash = record.path + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
-        for old in names.prefix(names.count - Self.maxConflictCopies + 1) {
+        for old in names.prefix(names.count - maxConflictCopies + 1) {
             try? moveToTrash(RelativePath.join(dir, old), trash)
         }
     }
@@ -529,7 +533,7 @@ final class FolderExchange: @unchecked Sendable {
     /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).
     private func pruneTrash() {
         let trash = record.path + "/.syncd/trash"
-        let cutoff = ConflictName.timestamp(Int64((Date().timeIntervalSince1970 - Self.trashRetention) * 1e9))
+        let cutoff = ConflictName.timestamp(Int64((Date().timeIntervalSince1970 - trashRetention) * 1e9))
         for stamp in (try? FileManager.default.contentsOfDirectory(atPath: trash)) ?? [] where stamp < cutoff {
             try? FileManager.default.removeItem(atPath: trash + "/" + stamp)
         }

@@ -26,6 +26,12 @@ struct DaemonCommand: ParsableCommand {
     @Flag(help: "Do not send or listen for LAN discovery beacons.")
     var noLanBeacon = false
 
+    @Option(help: "Days deleted files stay in each folder's .syncd/trash.")
+    var trashDays: Double = 30
+
+    @Option(help: "Conflict copies kept per file (older ones move to the trash).")
+    var maxConflicts: Int = 10
+
     @Option(help: "Full rescan interval in seconds (safety net behind inotify; jittered ±10%).")
     var rescanInterval: Double = 3600
 
@@ -38,6 +44,8 @@ struct DaemonCommand: ParsableCommand {
             throw ValidationError("\(address) is not HOST:PORT")
         }
         guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive") }
+        guard trashDays >= 0 else { throw ValidationError("--trash-days cannot be negative") }
+        guard maxConflicts >= 1 else { throw ValidationError("--max-conflicts must be at least 1") }
     }
 
     func run() throws {
@@ -52,6 +60,8 @@ struct DaemonCommand: ParsableCommand {
         config.join = join
         config.rescanInterval = rescanInterval
         config.advertise = advertise
+        config.trashDays = trashDays
+        config.maxConflicts = maxConflicts
         config.gossipKey = gossipKey
         config.beaconPort = noLanBeacon ? nil : beaconPort
         let logger = Logger(label: "syncd")
