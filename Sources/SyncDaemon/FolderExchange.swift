@@ -397,6 +397,7 @@ final class FolderExchange: @unchecked Sendable {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
             lock.withLock { counters.pullError = "\(error)" }
             cleanStaged(steps)
+            if "\(error)" == "disk full" { service.pauseForFullDisk(needed: bytesNeeded) }
             return false
         }
         guard !steps.isEmpty || !applied.isEmpty else { return true }
@@ -737,9 +738,14 @@ final class FolderExchange: @unchecked Sendable {
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
                 throw PullError(description: "chunk \(chunk.id) failed verification")
             }
-            let written = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
-            guard written == data.count else {
-                throw errno == ENOSPC ? PullError(description: "disk full") : POSIXError(.init(rawValue: errno) ?? .EIO)
+            // pwrite may write part of the buffer (a file system filling up); the next call says why.
+            var done = 0
+            while done < data.count {
+                let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+                if n > 0 { done += n; continue }
+                let code = n < 0 ? errno : ENOSPC
+                if code == EINTR { continue }
+                throw code == ENOSPC || code == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: code) ?? .EIO)
             }
             offset += Int64(data.count)
         }

@@ -74,6 +74,32 @@ final class FolderService: @unchecked Sendable {
 
     /// The folder is paused (root gone, disk full): nothing is applied.
     var isPaused: Bool { if case .error = currentState { return true } else { return false } }
+
+    /// Pauses the folder because its disk is full, and resumes by itself once `needed` bytes are
+    /// free again (checked every 5 s): nothing is pulled or applied meanwhile.
+    func pauseForFullDisk(needed: Int64) {
+        let reason = "disk full: \(needed) bytes needed in \(record.path); paused until space returns"
+        let wasPaused: Bool = lock.withLock {
+            if case .error = state { return true }
+            state = .error(reason)
+            return false
+        }
+        guard !wasPaused else { return }
+        logger.error("\(reason)")
+        @Sendable func check() {
+            DispatchQueue.global().asyncAfter(deadline: .now() + 5) { [weak self] in
+                guard let self else { return }
+                var fs = statvfs()
+                if statvfs(self.record.path, &fs) == 0, Int64(fs.f_bavail) * Int64(fs.f_frsize) > needed {
+                    self.lock.withLock { if case .error(let r) = self.state, r == reason { self.state = .idle } }
+                    self.logger.notice("disk space is back; resuming")
+                } else {
+                    check()
+                }
+            }
+        }
+        check()
+    }
     /// Scans queued or running.
     var isBusy: Bool { lock.withLock { scanQueued || !pending.isEmpty } }
 

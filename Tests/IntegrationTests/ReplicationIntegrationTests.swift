@@ -251,6 +251,55 @@ extension ReplicationIntegrationTests {
     }
 }
 
+extension ReplicationIntegrationTests {
+    /// B's folder lives on a 4 MiB tmpfs; A shares 10 MiB. B pauses with "disk full", loses and
+    /// corrupts nothing, and resumes by itself once the file system grows.
+    func test_fullDisk_pausesAndResumesWhenSpaceReturns() throws {
+        let a = try DaemonHarness(name: "fullA"), b = try DaemonHarness(name: "fullB")
+        let mountpoint = b.root + "/data"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=4M", "tmpfs", mountpoint]
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { throw XCTSkip("cannot mount a tmpfs here (not root?)") }
+        addTeardownBlock {
+            b.stopDaemon(signal: SIGKILL)
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [mountpoint]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        try a.startDaemon()
+        try b.startDaemon(extra: ["--join", try XCTUnwrap(a.status().listen)])
+        let add = try a.cli(["add", a.root + "/data", "--secret"])
+        let secret = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
+        XCTAssertEqual(try b.cli(["add", mountpoint, "--secret", secret]).status, 0)
+        var x: UInt64 = 3
+        let content = Data((0..<(10 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        try content.write(to: URL(fileURLWithPath: a.root + "/big.tmp"))
+        XCTAssertEqual(rename(a.root + "/big.tmp", a.root + "/data/big.bin"), 0)
+        var deadline = Date().addingTimeInterval(20)
+        var status = ""
+        while Date() < deadline && !status.contains("disk full") {
+            usleep(200_000)
+            status = try b.cli(["status"]).stdout
+        }
+        XCTAssertTrue(status.contains("disk full"), "B paused with a clear error: \(status)")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: mountpoint + "/big.bin"), "no partial file")
+        let remount = Process()
+        remount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        remount.arguments = ["-o", "remount,size=64M", mountpoint]
+        try remount.run()
+        remount.waitUntilExit()
+        deadline = Date().addingTimeInterval(30)
+        while Date() < deadline && FileManager.default.contents(atPath: mountpoint + "/big.bin") != content { usleep(200_000) }
+        XCTAssertEqual(FileManager.default.contents(atPath: mountpoint + "/big.bin"), content, "resumed once space returned")
+    }
+}
+
 enum FolderSecretText {
     static func generate() -> String {
         let h = try! DaemonHarness(name: "secretgen")
