@@ -333,10 +333,8 @@ final class FolderExchange: @unchecked Sendable {
         var steps: [Step] = []
         var applied: [FileEntry] = []
         var conflictsLocal: [String: String] = [:]   // path → conflict name for our losing version
-        let needed = entries.compactMap { remote -> (FileEntry, local: FileEntry?)? in
-            let local = try? store.entry(folder: record.id, path: remote.path)
-            return (remote, local)
-        }
+        let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
+        let needed = entries.map { remote in (remote, local: locals[remote.path]) }
         let bytesNeeded = needed.reduce(Int64(0)) { $0 + ($1.0.deleted ? 0 : $1.0.metadata.size) }
         lock.withLock { counters.needFiles += needed.count; counters.needBytes += bytesNeeded }
         defer { lock.withLock { counters.needFiles -= needed.count; counters.needBytes -= bytesNeeded } }
@@ -404,6 +402,8 @@ final class FolderExchange: @unchecked Sendable {
         flush()
         do {
             try service.exclusive {
+                knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
+                defer { knownStates = nil }
                 let done = try place(steps, conflictsLocal: conflictsLocal)
                 let stats = (applied + done).map { e -> (entry: FileEntry, stat: FileMetadata) in
                     let fs = POSIXFileSystem(root: record.path)
@@ -501,7 +501,7 @@ final class FolderExchange: @unchecked Sendable {
         let root = record.path
         let fs = POSIXFileSystem(root: root)
         guard let disk = try fs.metadata(path) else { return false }
-        let indexed = try store.scanState(folder: record.id, path: path)
+        let indexed = try knownStates.map { $0[path] } ?? store.scanState(folder: record.id, path: path)
         if let indexed, !indexed.deleted, disk.looksUnchanged(from: indexed.metadata) {
             guard let trash else { return false }
             try moveToTrash(path, trash)
@@ -589,8 +589,11 @@ final class FolderExchange: @unchecked Sendable {
 
     // MARK: pulling chunks
 
-    /// Chunks of small files fetched ahead for the whole batch (only touched on `work`).
+    /// Chunks of small files fetched ahead for the whole batch, and where the batch's chunks sit
+    /// locally (both only written on `work` before staging starts).
     private var prefetched: [ChunkID: [UInt8]] = [:]
+    private var knownLocations: [ChunkID: ChunkLocation]?
+    private var knownStates: [String: (metadata: FileMetadata, deleted: Bool)]?
     static let prefetchWindow = 256
     static let prefetchBudget = 64 << 20
 
@@ -598,11 +601,14 @@ final class FolderExchange: @unchecked Sendable {
     /// every small file of the batch at once (up to `prefetchWindow` in flight, `prefetchBudget`
     /// bytes in all), so a batch of 1,000 × 4 KiB files costs a few round trips, not 1,000.
     private func prefetchSmallFiles(_ entries: [FileEntry], from link: PeerLink) {
+        // One read for where every chunk of the batch already is locally (renames, copies).
+        let all = entries.flatMap(\.chunks).map(\.id)
+        knownLocations = (try? store.locateChunks(all, folder: record.id)) ?? [:]
         var wanted: [ChunkRef] = []
         var seen: Set<ChunkID> = []
         var bytes = 0
         for e in entries where e.metadata.size <= 1 << 20 {
-            for c in e.chunks where seen.insert(c.id).inserted && localChunk(c) == nil {
+            for c in e.chunks where seen.insert(c.id).inserted && knownLocations?[c.id] == nil {
                 guard bytes + Int(c.size) <= Self.prefetchBudget else { break }
                 bytes += Int(c.size)
                 wanted.append(c)
@@ -642,7 +648,7 @@ final class FolderExchange: @unchecked Sendable {
             default: nil
             }
         }, from: link)
-        defer { prefetched = [:] }
+        defer { prefetched = [:]; knownLocations = nil }
         let results = Lock()
         var staged: [Int: String] = [:]
         var failure: Error?
@@ -774,7 +780,8 @@ final class FolderExchange: @unchecked Sendable {
 
     /// A chunk's bytes from a local file that has it, verified (the file may have changed).
     private func localChunk(_ chunk: ChunkRef) -> [UInt8]? {
-        guard let ids, let at = try? store.locateChunk(chunk.id, folder: record.id) else { return nil }
+        let location = knownLocations.map { $0[chunk.id] } ?? ((try? store.locateChunk(chunk.id, folder: record.id)) ?? nil)
+        guard let ids, let at = location else { return nil }
         guard let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(chunk.size)),
               ids.chunkID(data) == chunk.id else { return nil }
         return data

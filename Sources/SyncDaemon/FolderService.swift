@@ -180,7 +180,9 @@ final class FolderService: @unchecked Sendable {
                     + "recreate the directory to resume")
             }
             let baseline: any ScanBaseline
-            if work.rescanAll {
+            // Many paths (a directory moved in, a batch applied from a peer): one snapshot query
+            // beats a query per path.
+            if work.rescanAll || work.paths.count > 64 {
                 baseline = SnapshotBaseline(try store.scanSnapshot(folder: record.id).mapValues {
                     IndexedState(metadata: $0.metadata, deleted: $0.deleted)
                 })

@@ -359,6 +359,51 @@ public struct IndexStore: Sendable {
     }
 
     /// A local copy of a chunk, if any live file holds it.
+    /// The entries of many paths in one read (one prepared statement), for planning a batch.
+    public func entries(folder: Int64, paths: [String]) throws -> [String: FileEntry] {
+        try writer.read { db in
+            let statement = try db.cachedStatement(sql: "SELECT \(Self.entryColumns) FROM file WHERE folder = ? AND path = ?")
+            var out: [String: FileEntry] = [:]
+            for path in paths {
+                if let row = try Row.fetchOne(statement, arguments: [folder, path]) { out[path] = Self.entry(row) }
+            }
+            return out
+        }
+    }
+
+    /// Scan-relevant state of many paths in one read (paths the index never saw are absent).
+    public func scanStates(folder: Int64, paths: [String]) throws -> [String: (metadata: FileMetadata, deleted: Bool)] {
+        try writer.read { db in
+            let statement = try db.cachedStatement(sql: """
+                SELECT kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted FROM file
+                WHERE folder = ? AND path = ?
+                """)
+            var out: [String: (metadata: FileMetadata, deleted: Bool)] = [:]
+            for path in paths {
+                if let r = try Row.fetchOne(statement, arguments: [folder, path]) { out[path] = (Self.metadata(r, from: 0), r[7]) }
+            }
+            return out
+        }
+    }
+
+    /// Where each of `ids` can be read in this folder's files, in one read.
+    public func locateChunks(_ ids: [ChunkID], folder: Int64) throws -> [ChunkID: ChunkLocation] {
+        try writer.read { db in
+            let statement = try db.cachedStatement(sql: """
+                SELECT folder.path, file.path, chunk.offset FROM chunk
+                JOIN file ON file.id = chunk.file JOIN folder ON folder.id = file.folder
+                WHERE chunk.id = ? AND file.folder = ? AND file.deleted = 0 LIMIT 1
+                """)
+            var out: [ChunkID: ChunkLocation] = [:]
+            for id in ids {
+                if let r = try Row.fetchOne(statement, arguments: [Data(id.bytes), folder]) {
+                    out[id] = ChunkLocation(folderPath: r[0], path: r[1], offset: r[2])
+                }
+            }
+            return out
+        }
+    }
+
     /// Where `id` can be read in this folder's files, if anywhere.
     public func locateChunk(_ id: ChunkID, folder: Int64) throws -> ChunkLocation? {
         try writer.read { db in
