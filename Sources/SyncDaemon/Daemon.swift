@@ -124,6 +124,14 @@ public final class Daemon: @unchecked Sendable {
                                               device: identity.deviceID.short, logger: logger,
                                               trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
             exchange.service = service
+            let folderID = service.keys.folderID, me = identity.deviceID.short
+            exchange.announcedPeers = { [weak self] in
+                let members = self?.lock.withLock { self?.gossip }?.members ?? []
+                return Set(members.filter { m in
+                    m.status == .alive && m.name != me
+                        && (MemberMeta(decoding: m.meta)?.folders.contains { $0.folderID == folderID } ?? false)
+                }.map(\.name))
+            }
             service.onIndexChanged = { [weak exchange] in exchange?.pushLocalChanges() }
             lock.withLock { exchanges[exchange.folderID] = exchange }
         } catch {

@@ -80,6 +80,8 @@ final class FolderExchange: @unchecked Sendable {
     private let indexID: UInt64
     private var logger: Logger
     weak var service: FolderService?
+    /// Live members that gossip says hold this folder (set by the daemon).
+    var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     private let lock = Lock()
     private var guardState: ManifestGuard?
@@ -390,6 +392,7 @@ final class FolderExchange: @unchecked Sendable {
                     }
                 }
             }
+            waitForAnnouncedPeers(before: steps)
             try stageAll(&steps, from: link)
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
@@ -588,6 +591,25 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     // MARK: pulling chunks
+
+    /// A big pull right after start-up (a newcomer's first sync) should spread over every peer,
+    /// not only the first one whose session came up: wait up to a second for the sessions to
+    /// the other peers that announce the folder.
+    private func waitForAnnouncedPeers(before steps: [Step]) {
+        let bytes = steps.reduce(Int64(0)) { total, step in
+            switch step {
+            case .file(let e, _), .conflictCopy(let e, _, _): total + e.metadata.size
+            default: total
+            }
+        }
+        guard bytes > 8 << 20, let announced = announcedPeers else { return }
+        let deadline = DispatchTime.now() + 1
+        while DispatchTime.now() < deadline {
+            let connected = lock.withLock { Set(links.values.filter { $0.access != nil }.map(\.device.short)) }
+            if announced().isSubset(of: connected) { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
 
     /// Chunks of small files fetched ahead for the whole batch, and where the batch's chunks sit
     /// locally (both only written on `work` before staging starts).
