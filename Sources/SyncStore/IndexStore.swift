@@ -203,6 +203,17 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// One row per path: insert or replace every column, returning the row id.
+    private static let upsertFileSQL = """
+        INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
+            mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode,
+            symlink_target = excluded.symlink_target, deleted = excluded.deleted, version = excluded.version,
+            sequence = excluded.sequence, chunks = excluded.chunks
+        RETURNING id
+        """
+
     /// Records local changes in one transaction: each real change bumps the folder sequence and
     /// the entry's version vector (by `device`). Returns the folder's sequence afterwards.
     @discardableResult
@@ -210,15 +221,7 @@ public struct IndexStore: Sendable {
         try writer.write { db in
             var sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
             let lookup = try db.cachedStatement(sql: "SELECT id, version, deleted, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM file WHERE folder = ? AND path = ?")
-            let upsert = try db.cachedStatement(sql: """
-                INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
-                    mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode,
-                    symlink_target = excluded.symlink_target, deleted = excluded.deleted, version = excluded.version,
-                    sequence = excluded.sequence, chunks = excluded.chunks
-                RETURNING id
-                """)
+            let upsert = try db.cachedStatement(sql: Self.upsertFileSQL)
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
 
@@ -268,15 +271,7 @@ public struct IndexStore: Sendable {
     public func recordRemoteEntries(_ applied: [(entry: FileEntry, stat: FileMetadata)], folder: Int64) throws -> Int64 {
         try writer.write { db in
             var sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
-            let upsert = try db.cachedStatement(sql: """
-                INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
-                    mtime_ns = excluded.mtime_ns, ctime_ns = excluded.ctime_ns, inode = excluded.inode,
-                    symlink_target = excluded.symlink_target, deleted = excluded.deleted, version = excluded.version,
-                    sequence = excluded.sequence, chunks = excluded.chunks
-                RETURNING id
-                """)
+            let upsert = try db.cachedStatement(sql: Self.upsertFileSQL)
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
             for (entry, m) in applied {
