@@ -49,7 +49,7 @@ let package = Package(
                 dependencies: ["SyncCore", "SyncSecurity", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: shell),
         .target(name: "SyncDaemon",
-                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS", "SyncWire", "SyncGossip",
+                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS", "SyncWire", "SyncGossip", "SyncReplication",
                                .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import SyncCore
+import SyncReplication
 
 /// `name.sync-conflict-YYYYMMDD-HHMMSS-DEVICE.ext` (Docs/UserGuide.md): the losing version of a
 /// conflict, named from its own mtime (UTC) and the device that last changed it — so every peer
@@ -18,27 +19,11 @@ enum ConflictName {
         return RelativePath.join(parent, name)
     }
 
-    /// "notes.txt" → ("notes", ".txt"); ".bashrc" → (".bashrc", ""); "a.tar.gz" → ("a.tar", ".gz").
     static func split(_ base: String) -> (String, String) {
-        guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return (base, "") }
-        return (String(base[..<dot]), String(base[dot...]))
+        let parts = ConflictCopyName.split(base)
+        return (parts.stem, parts.ext)
     }
 
-    /// YYYYMMDD-HHMMSS in UTC from Unix nanoseconds (civil-from-days, Howard Hinnant's algorithm).
-    static func timestamp(_ ns: Int64) -> String {
-        let seconds = ns >= 0 ? ns / 1_000_000_000 : (ns - 999_999_999) / 1_000_000_000
-        var days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
-        let secondOfDay = seconds - days * 86400
-        days += 719_468
-        let era = (days >= 0 ? days : days - 146_096) / 146_097
-        let dayOfEra = days - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let mp = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * mp + 2) / 5 + 1
-        let month = mp < 10 ? mp + 3 : mp - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(year)\(two(month))\(two(day))-\(two(secondOfDay / 3600))\(two(secondOfDay % 3600 / 60))\(two(secondOfDay % 60))"
-    }
+    /// YYYYMMDD-HHMMSS in UTC from Unix nanoseconds.
+    static func timestamp(_ ns: Int64) -> String { UTCTimestamp.compact(ns) }
 }

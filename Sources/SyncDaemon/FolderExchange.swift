@@ -444,7 +444,7 @@ final class FolderExchange: @unchecked Sendable {
         let root = record.path
         var done: [FileEntry] = []
         func depth(_ p: String) -> Int { p.split(separator: "/").count }
-        let trash = root + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
+        let trash = trashDirectoryNow()
         let dirs = steps.compactMap { if case .directory(let e) = $0 { e } else { nil } }.sorted { depth($0.path) < depth($1.path) }
         for e in dirs {
             try FileManager.default.createDirectory(atPath: root + "/" + e.path, withIntermediateDirectories: true)
@@ -528,10 +528,15 @@ final class FolderExchange: @unchecked Sendable {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: record.path + "/" + dir)) ?? [])
             .filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
         guard names.count >= maxConflictCopies else { return }
-        let trash = record.path + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
+        let trash = trashDirectoryNow()
         for old in names.prefix(names.count - maxConflictCopies + 1) {
             try? moveToTrash(RelativePath.join(dir, old), trash)
         }
+    }
+
+    /// `.syncd/trash/<UTC time>`: where this moment's deletions and displaced copies go.
+    private func trashDirectoryNow() -> String {
+        record.path + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
     }
 
     /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).

@@ -57,7 +57,7 @@ final class GossipService: @unchecked Sendable {
         udp = try DatagramBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPHandler(service: self)) }
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramHandler { [unowned self] in received($0, from: $1) }) }
             }
             .bind(host: host, port: port).wait()
         if let beaconPort { startBeacon(port: beaconPort) }
@@ -215,7 +215,7 @@ final class GossipService: @unchecked Sendable {
                 .channelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
                 .channelOption(ChannelOptions.socketOption(.so_broadcast), value: 1)
                 .channelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(BeaconHandler(service: self)) }
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramHandler { [unowned self] packet, _ in heardBeacon(packet) }) }
                 }
                 .bind(host: "0.0.0.0", port: port).wait()
             loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { [self] _ in sendBeacon(port: port) }
@@ -240,26 +240,15 @@ final class GossipService: @unchecked Sendable {
     }
 }
 
-private final class UDPHandler: ChannelInboundHandler, @unchecked Sendable {
+/// Hands every datagram's bytes and sender to `onPacket` (gossip packets and LAN beacons alike).
+private final class DatagramHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let service: GossipService
-    init(service: GossipService) { self.service = service }
+    let onPacket: ([UInt8], SocketAddress) -> Void
+    init(onPacket: @escaping ([UInt8], SocketAddress) -> Void) { self.onPacket = onPacket }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var envelope = unwrapInboundIn(data)
-        let bytes = envelope.data.readBytes(length: envelope.data.readableBytes) ?? []
-        service.received(bytes, from: envelope.remoteAddress)
-    }
-}
-
-private final class BeaconHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    let service: GossipService
-    init(service: GossipService) { self.service = service }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var envelope = unwrapInboundIn(data)
-        service.heardBeacon(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [])
+        onPacket(envelope.data.readBytes(length: envelope.data.readableBytes) ?? [], envelope.remoteAddress)
     }
 }
 

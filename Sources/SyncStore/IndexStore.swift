@@ -214,6 +214,17 @@ public struct IndexStore: Sendable {
         RETURNING id
         """
 
+    /// Points the chunk map of file row `id` at `chunks` (offsets are running sums of sizes);
+    /// `drop` clears the row's old entries first (nil for a row that has none).
+    private static func replaceChunkMap(of id: Int64, with chunks: [ChunkRef], drop: Statement?, add: Statement) throws {
+        try drop?.execute(arguments: [id])
+        var offset: Int64 = 0
+        for c in chunks {
+            try add.execute(arguments: [Data(c.id.bytes), id, offset])
+            offset += Int64(c.size)
+        }
+    }
+
     /// Records local changes in one transaction: each real change bumps the folder sequence and
     /// the entry's version vector (by `device`). Returns the folder's sequence afterwards.
     @discardableResult
@@ -251,12 +262,7 @@ public struct IndexStore: Sendable {
                     folder, change.path, Int64(metadata.kind.rawValue), metadata.size, Int64(metadata.mode),
                     metadata.mtimeNs, metadata.ctimeNs, Int64(bitPattern: metadata.inode), metadata.symlinkTarget,
                     deleted, Data(version.encoded), sequence, Data(ChunkListCodec.encode(chunks))])!
-                if existing != nil { try dropChunks.execute(arguments: [id]) }
-                var offset: Int64 = 0
-                for c in chunks {
-                    try addChunk.execute(arguments: [Data(c.id.bytes), id, offset])
-                    offset += Int64(c.size)
-                }
+                try Self.replaceChunkMap(of: id, with: chunks, drop: existing != nil ? dropChunks : nil, add: addChunk)
             }
             try db.execute(sql: "UPDATE folder SET sequence = ? WHERE id = ?", arguments: [sequence, folder])
             return sequence
@@ -281,12 +287,7 @@ public struct IndexStore: Sendable {
                     folder, entry.path, Int64(m.kind.rawValue), m.size, Int64(m.mode), m.mtimeNs, m.ctimeNs,
                     Int64(bitPattern: m.inode), m.symlinkTarget, entry.deleted, Data(entry.version.encoded), sequence,
                     Data(ChunkListCodec.encode(chunks))])!
-                try dropChunks.execute(arguments: [id])
-                var offset: Int64 = 0
-                for c in chunks {
-                    try addChunk.execute(arguments: [Data(c.id.bytes), id, offset])
-                    offset += Int64(c.size)
-                }
+                try Self.replaceChunkMap(of: id, with: chunks, drop: dropChunks, add: addChunk)
             }
             try db.execute(sql: "UPDATE folder SET sequence = ? WHERE id = ?", arguments: [sequence, folder])
             return sequence
