@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference for Protocol/wire.md and manifest.md: builds a transport frame, a sealed
-chunk and a sealed manifest with Python's `cryptography` package and writes
+chunk and a sealed manifest and a chunk list cut into pieces with Python's `cryptography` package and writes
 Tests/SyncWireTests/Vectors/wire.json, which the Swift tests check byte for byte.
 Keys come from the second secrets vector (W = 00 01 .. 1f). Run:
     pip install cryptography && python3 Protocol/tools/wire_vectors.py
@@ -59,6 +59,21 @@ mct = AESGCM(manifest_key).encrypt(nonce, entries, header)
 msig = signer.sign(header + nonce + u32(len(mct)) + mct)
 manifest = header + nonce + u32(len(mct)) + mct + msig
 
+# 4. A chunk list sent as pieces: 300 chunks ("chunk 0".."chunk 299", sizes 1000+i); a piece ends
+#    after a chunk whose id starts with a byte below 4, or after 256 chunks; a piece's id is the
+#    keyed id of its bytes (id || size:u32 per chunk); the entry's count has bit 31 set.
+chunks = [(hmac.new(chunk_id_key, b"chunk %d" % i, hashlib.sha256).digest(), 1000 + i) for i in range(300)]
+pieces, run = [], []
+for i, (c, n) in enumerate(chunks):
+    run.append(c + u32(n))
+    if c[0] < 4 or len(run) == 256 or i == len(chunks) - 1:
+        body = b"".join(run)
+        pieces.append((hmac.new(chunk_id_key, body, hashlib.sha256).digest(), len(run), body)); run = []
+pentry = (s("db.bin") + b"\x00" + b"\x00" + u64(sum(n for _, n in chunks)) + u32(0o600) + u64(5) + s("")
+          + u16(1) + u64(9) + u64(1) + u64(4) + b"\x01" + u32(0x80000000 | len(pieces))
+          + b"".join(pid + u32(count) for pid, count, _ in pieces))
+pieces_entries = u32(1) + pentry
+
 out = pathlib.Path(__file__).resolve().parents[2] / "Tests/SyncWireTests/Vectors/wire.json"
 out.parent.mkdir(parents=True, exist_ok=True)
 out.write_text(json.dumps({
@@ -66,5 +81,7 @@ out.write_text(json.dumps({
     "w": W.hex(), "transportKey": transport_key.hex(), "pingFrame": frame.hex(),
     "chunkContent": content.hex(), "chunkID": cid.hex(), "sealedChunk": sealed_chunk.hex(),
     "manifestNonce": nonce.hex(), "manifestEntries": entries.hex(), "sealedManifest": manifest.hex(),
+    "pieces": [{"id": pid.hex(), "count": count, "bytes": body.hex()} for pid, count, body in pieces],
+    "piecesEntries": pieces_entries.hex(),
 }, indent=1) + "\n")
 print(frame.hex()); print(len(sealed_chunk), len(manifest))

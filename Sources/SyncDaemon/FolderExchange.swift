@@ -208,10 +208,11 @@ final class FolderExchange: @unchecked Sendable {
                             return false
                         }
                     }
-                    guard let manifest = try? SealedManifest.seal(entries, origin: me, indexID: indexID, keys: manifestKeys,
+                    let (listed, pieces) = withPieces(entries)
+                    guard let manifest = try? SealedManifest.seal(listed, origin: me, indexID: indexID, keys: manifestKeys,
                                                                   sequences: (UInt64(batch[0].sequence), UInt64(last.sequence)))
                     else { break }
-                    if lock.withLock({ link.access == .storage }) { storeChunks(of: entries, on: link) }
+                    if lock.withLock({ link.access == .storage }) { storeChunks(of: entries, pieces: pieces, on: link) }
                     let bytes = manifest.encoded
                     lock.withLock {
                         link.lastSent = last.sequence
@@ -237,17 +238,39 @@ final class FolderExchange: @unchecked Sendable {
         }
     }
 
-    /// Sealed copies of the chunks of `entries` for a storage peer, each sent once per session.
-    private func storeChunks(of entries: [FileEntry], on link: PeerLink) {
+    /// The entries as a manifest carries them: a chunk list longer than `ChunkListPieces.inlineLimit`
+    /// goes as pieces, which are kept in the index so peers can fetch them. Also returns the pieces.
+    private func withPieces(_ entries: [FileEntry]) -> ([ManifestEntry], [ChunkID: [UInt8]]) {
+        guard let ids else { return (entries.map { ManifestEntry($0) }, [:]) }
+        var pieces: [ChunkID: [UInt8]] = [:]
+        let listed = entries.map { e -> ManifestEntry in
+            guard e.chunks.count > ChunkListPieces.inlineLimit else { return ManifestEntry(e) }
+            let split = ChunkListPieces.split(e.chunks, ids: ids)
+            for p in split { pieces[p.ref.id] = p.bytes }
+            return ManifestEntry(e, pieces: split.map(\.ref))
+        }
+        do { try store.storePieces(pieces.map { ($0.key, $0.value) }, folder: record.id) } catch {
+            // Without them stored, peers could not fetch them: send the lists inline instead.
+            logger.warning("cannot keep chunk-list pieces: \(error)")
+            return (entries.map { ManifestEntry($0) }, [:])
+        }
+        return (listed, pieces)
+    }
+
+    /// Sealed copies of the chunks (and chunk-list pieces) of `entries` for a storage peer, each
+    /// sent once per session.
+    private func storeChunks(of entries: [FileEntry], pieces: [ChunkID: [UInt8]], on link: PeerLink) {
         guard let chunkKey = keys.chunkKey, let signer = keys.signingKey else { return }
+        func push(_ id: ChunkID, _ data: @autoclosure () -> [UInt8]?) {
+            guard lock.withLock({ link.storedChunks.insert(id).inserted }), let data = data(),
+                  let sealed = try? SealedChunk.seal(data, id: id, chunkKey: chunkKey, signer: signer) else { return }
+            let bytes = sealed.encoded
+            lock.withLock { counters.bytesOut += Int64(bytes.count) }
+            link.send(.store(bytes))
+        }
+        for (id, bytes) in pieces { push(id, bytes) }
         for e in entries where !e.deleted && e.metadata.kind == .file {
-            for c in e.chunks {
-                guard lock.withLock({ link.storedChunks.insert(c.id).inserted }), let data = localChunk(c),
-                      let sealed = try? SealedChunk.seal(data, id: c.id, chunkKey: chunkKey, signer: signer) else { continue }
-                let bytes = sealed.encoded
-                lock.withLock { counters.bytesOut += Int64(bytes.count) }
-                link.send(.store(bytes))
-            }
+            for c in e.chunks { push(c.id, localChunk(c)) }
         }
     }
 
@@ -280,9 +303,9 @@ final class FolderExchange: @unchecked Sendable {
             do { try recordApplied(header, bytes) } catch { return .refuse("cannot store manifest: \(error)") }
             return .reply([.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence)])
         }
-        let entries: [FileEntry]
+        let entries: [ManifestEntry]
         do { entries = try manifest.open(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
-        if let bad = entries.first(where: { RelativePath.validate($0.path) != nil || $0.path == ".syncd" || $0.path.hasPrefix(".syncd/") }) {
+        if let bad = entries.map(\.entry).first(where: { RelativePath.validate($0.path) != nil || $0.path == ".syncd" || $0.path.hasPrefix(".syncd/") }) {
             return .refuse("refused manifest: invalid path \(bad.path.debugDescription)")
         }
         lock.withLock { _ = inFlight.insert(key) }
@@ -330,8 +353,14 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     /// Plans, stages and applies one manifest's entries; false if it must be retried later.
-    private func apply(_ entries: [FileEntry], from link: PeerLink) -> Bool {
+    private func apply(_ listed: [ManifestEntry], from link: PeerLink) -> Bool {
         guard let service, !service.isPaused else { return false }
+        let entries: [FileEntry]
+        do { entries = try resolvePieces(listed, from: link) } catch {
+            logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
+            lock.withLock { counters.pullError = "\(error)" }
+            return false
+        }
         var steps: [Step] = []
         var applied: [FileEntry] = []
         var conflictsLocal: [String: String] = [:]   // path → conflict name for our losing version
@@ -641,7 +670,7 @@ final class FolderExchange: @unchecked Sendable {
                 wanted.append(c)
             }
         }
-        guard wanted.count > 1, let ids else { return }
+        guard wanted.count > 1, ids != nil else { return }
         var inFlight: [(ChunkRef, PendingRequest)] = []
         var next = 0
         while next < wanted.count || !inFlight.isEmpty {
@@ -650,11 +679,8 @@ final class FolderExchange: @unchecked Sendable {
                 next += 1
             }
             let (chunk, p) = inFlight.removeFirst()
-            guard p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes,
-                  let plain = opened(data, from: link, ids: ids), plain.count == Int(chunk.size), ids.chunkID(plain) == chunk.id
-            else { continue }   // staging asks again, and other peers, for whatever is missing
-            lock.withLock { counters.bytesIn += Int64(data.count) }
-            prefetched[chunk.id] = plain
+            // Staging asks again, and other peers, for whatever is missing.
+            if let plain = receive(p, from: link, chunk) { prefetched[chunk.id] = plain }
         }
     }
 
@@ -751,22 +777,9 @@ final class FolderExchange: @unchecked Sendable {
                 nextToRequest += 1
             }
             var bytes = local.removeValue(forKey: i) ?? prefetched[chunk.id]
-            if bytes == nil, let (first, firstSource) = requested.removeValue(forKey: i) {
-                var attempt: (PendingRequest, PeerLink)? = (first, firstSource)
-                var tried: Set<ObjectIdentifier> = []
-                while let (p, source) = attempt, bytes == nil {
-                    tried.insert(ObjectIdentifier(source))
-                    if p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes {
-                        lock.withLock { counters.bytesIn += Int64(data.count) }
-                        bytes = opened(data, from: source, ids: ids)
-                        if let b = bytes, b.count != Int(chunk.size) || ids.chunkID(b) != chunk.id { bytes = nil }
-                    }
-                    if bytes == nil {
-                        // Timed out, refused or unreadable: ask the next peer that has not been asked.
-                        attempt = self.sources(preferring: link).first { !tried.contains(ObjectIdentifier($0)) }
-                            .map { (request(chunk, from: $0), $0) }
-                    }
-                }
+            if bytes == nil, let (p, source) = requested.removeValue(forKey: i) {
+                // Timed out, refused or unreadable: ask the other peers, one at a time.
+                bytes = receive(p, from: source, chunk) ?? fetch(chunk, preferring: link, skipping: source)
                 if bytes == nil { throw PullError(description: "chunk \(chunk.id) did not arrive from any peer") }
             }
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
@@ -795,6 +808,50 @@ final class FolderExchange: @unchecked Sendable {
         futimens(fd, &times)
         ok = true
         return temp
+    }
+
+    /// The entries with their full chunk lists: pieces this folder holds are read from the index,
+    /// the rest requested from the peers (all at once, then one by one from the next peer for any
+    /// that failed), verified against their keyed ids, and kept.
+    private func resolvePieces(_ listed: [ManifestEntry], from link: PeerLink) throws -> [FileEntry] {
+        let refs = listed.flatMap { $0.pieces ?? [] }
+        guard !refs.isEmpty else { return listed.map(\.entry) }
+        guard ids != nil else { throw PullError(description: "no chunk-id key") }
+        var have = try store.pieces(refs.map(\.id), folder: record.id)
+        var missing: [ChunkListPieces.Ref] = []
+        var seen: Set<ChunkID> = []
+        for r in refs where have[r.id] == nil && seen.insert(r.id).inserted { missing.append(r) }
+        if !missing.isEmpty {
+            let sources = self.sources(preferring: link)
+            let asked = missing.enumerated().map { i, r in (r, request(r.chunk, from: sources[i % sources.count]), sources[i % sources.count]) }
+            var fetched: [(id: ChunkID, bytes: [UInt8])] = []
+            for (ref, p, source) in asked {
+                guard let piece = receive(p, from: source, ref.chunk) ?? fetch(ref.chunk, preferring: link, skipping: source) else { throw PullError(description: "chunk-list piece \(ref.id) did not arrive from any peer") }
+                fetched.append((ref.id, piece))
+                have[ref.id] = piece
+            }
+            try store.storePieces(fetched, folder: record.id)
+        }
+        return try listed.map { m in
+            try m.resolved(with: (m.pieces ?? []).map { r in try ChunkListPieces.decode(have[r.id] ?? [], as: r) })
+        }
+    }
+
+    /// One chunk from the first peer (other than `skipping`) that serves it intact, asking one at a time.
+    private func fetch(_ chunk: ChunkRef, preferring link: PeerLink, skipping: PeerLink? = nil) -> [UInt8]? {
+        for source in sources(preferring: link) where source !== skipping {
+            if let plain = receive(request(chunk, from: source), from: source, chunk) { return plain }
+        }
+        return nil
+    }
+
+    /// Waits for the answer to a request: the chunk's plaintext if it arrived, opens (storage
+    /// peers send sealed chunks) and matches its keyed id; nil if it timed out, was refused or is wrong.
+    private func receive(_ p: PendingRequest, from source: PeerLink, _ chunk: ChunkRef) -> [UInt8]? {
+        guard let ids, p.done.wait(timeout: .now() + Self.requestTimeout) == .success, let data = p.bytes else { return nil }
+        lock.withLock { counters.bytesIn += Int64(data.count) }
+        guard let plain = opened(data, from: source, ids: ids), plain.count == Int(chunk.size), ids.chunkID(plain) == chunk.id else { return nil }
+        return plain
     }
 
     /// Peers to fetch from: `link` first, then every other connected peer that can serve plaintext
@@ -855,8 +912,10 @@ final class FolderExchange: @unchecked Sendable {
             return .requestFailed(id: id, reason: 1)
         }
         // No HMAC here: the receiver verifies every chunk, and a stale read just fails there.
-        guard let at = try? store.locateChunk(chunk, folder: record.id),
-              let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(size)) else {
+        // Not in a file: perhaps a piece of a chunk list.
+        guard let data = (try? store.locateChunk(chunk, folder: record.id)).flatMap({ $0 })
+                .flatMap({ Self.read(record.path + "/" + $0.path, offset: $0.offset, count: Int(size)) })
+                ?? (try? store.pieces([chunk], folder: record.id))?[chunk] else {
             return .requestFailed(id: id, reason: 1)
         }
         lock.withLock { counters.bytesOut += Int64(data.count) }

@@ -22,6 +22,11 @@ import GRDB
 ///
 /// v3:
 /// - `folder.index_id`: a random id of this folder's local index, announced in the session hello.
+///
+/// v4:
+/// - `list_piece`: pieces of long chunk lists (Protocol/manifest.md), by keyed id, so a manifest
+///   can name a big file's chunk list in a few dozen references and peers can fetch the pieces
+///   they lack. Written by the sender when it seals and by a receiver once it verified them.
 enum IndexSchema {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -85,6 +90,16 @@ enum IndexSchema {
             // a peer that sees a new one forgets what it acknowledged of the old one.
             try db.execute(sql: "ALTER TABLE folder ADD COLUMN index_id INTEGER NOT NULL DEFAULT 0")
             try db.execute(sql: "UPDATE folder SET index_id = abs(random()) WHERE index_id = 0")
+        }
+        m.registerMigration("v4") { db in
+            try db.execute(sql: """
+                CREATE TABLE list_piece (
+                    folder INTEGER NOT NULL REFERENCES folder(id) ON DELETE CASCADE,
+                    id BLOB NOT NULL,
+                    bytes BLOB NOT NULL,
+                    PRIMARY KEY (folder, id)
+                ) STRICT, WITHOUT ROWID;
+                """)
         }
         return m
     }

@@ -180,6 +180,29 @@ public struct IndexStore: Sendable {
         }
     }
 
+    // MARK: chunk-list pieces
+
+    /// Keeps pieces of chunk lists by their keyed id (idempotent).
+    public func storePieces(_ pieces: [(id: ChunkID, bytes: [UInt8])], folder: Int64) throws {
+        guard !pieces.isEmpty else { return }
+        try writer.write { db in
+            let insert = try db.cachedStatement(sql: "INSERT OR IGNORE INTO list_piece (folder, id, bytes) VALUES (?, ?, ?)")
+            for p in pieces { try insert.execute(arguments: [folder, Data(p.id.bytes), Data(p.bytes)]) }
+        }
+    }
+
+    /// The pieces of `ids` this folder holds.
+    public func pieces(_ ids: [ChunkID], folder: Int64) throws -> [ChunkID: [UInt8]] {
+        try writer.read { db in
+            let select = try db.cachedStatement(sql: "SELECT bytes FROM list_piece WHERE folder = ? AND id = ?")
+            var out: [ChunkID: [UInt8]] = [:]
+            for id in Set(ids) {
+                if let data = try Data.fetchOne(select, arguments: [folder, Data(id.bytes)]) { out[id] = [UInt8](data) }
+            }
+            return out
+        }
+    }
+
     public func remoteManifestCount(folder: Int64) throws -> Int {
         try writer.read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM remote_manifest WHERE folder = ?", arguments: [folder]) ?? 0

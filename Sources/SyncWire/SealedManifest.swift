@@ -63,9 +63,16 @@ public struct SealedManifest: Sendable, Equatable {
     public static func seal(_ entries: [FileEntry], origin: ShortDeviceID, indexID: UInt64,
                             keys: ManifestKeys, nonce fixedNonce: [UInt8]? = nil,
                             sequences: (first: UInt64, last: UInt64)? = nil) throws(Failure) -> SealedManifest {
+        try seal(entries.map { ManifestEntry($0) }, origin: origin, indexID: indexID, keys: keys, nonce: fixedNonce, sequences: sequences)
+    }
+
+    /// Seals entries whose long chunk lists travel as pieces (`ManifestEntry.pieces`).
+    public static func seal(_ entries: [ManifestEntry], origin: ShortDeviceID, indexID: UInt64,
+                            keys: ManifestKeys, nonce fixedNonce: [UInt8]? = nil,
+                            sequences: (first: UInt64, last: UInt64)? = nil) throws(Failure) -> SealedManifest {
         guard let signer = keys.signingKey else { throw .cannotSign }
         guard let mk = keys.manifestKey else { throw .cannotDecrypt }
-        let seqs = entries.map { UInt64($0.sequence) }
+        let seqs = entries.map { UInt64($0.entry.sequence) }
         let header = Header(folderID: keys.folderID, origin: origin, indexID: indexID,
                             firstSequence: sequences?.first ?? seqs.min() ?? 0, lastSequence: sequences?.last ?? seqs.max() ?? 0)
         let nonce = fixedNonce ?? (0..<12).map { _ in UInt8.random(in: 0...255) }
@@ -83,15 +90,16 @@ public struct SealedManifest: Sendable, Equatable {
         guard keys.publicKey.isValidSignature(signature, for: signed) else { throw .badSignature }
     }
 
-    /// Verifies, decrypts and decodes the entries (RW and RO peers).
-    public func open(keys: ManifestKeys) throws(Failure) -> [FileEntry] {
+    /// Verifies, decrypts and decodes the entries (RW and RO peers). An entry whose chunk list
+    /// came as pieces has no chunks until the pieces are fetched (`ManifestEntry.resolved`).
+    public func open(keys: ManifestKeys) throws(Failure) -> [ManifestEntry] {
         try verify(keys: keys)
         guard let mk = keys.manifestKey else { throw .cannotDecrypt }
         let plain: [UInt8]
         do { plain = try BulkAEAD(key: mk).open(nonce: nonce, ad: Self.encodeHeader(header), ciphertext: ciphertext) } catch { throw .decryptFailed }
-        let entries: [FileEntry]
+        let entries: [ManifestEntry]
         do { entries = try ManifestCodec.decode(plain) } catch { throw .malformed("\(error)") }
-        for e in entries where UInt64(e.sequence) < header.firstSequence || UInt64(e.sequence) > header.lastSequence {
+        for e in entries.map(\.entry) where UInt64(e.sequence) < header.firstSequence || UInt64(e.sequence) > header.lastSequence {
             throw .malformed("entry sequence \(e.sequence) outside the header's range")
         }
         return entries
@@ -148,12 +156,38 @@ public struct SealedManifest: Sendable, Equatable {
     }
 }
 
+/// An entry as a manifest carries it: a long chunk list may travel as pieces (ChunkListPieces),
+/// and then `entry.chunks` stays empty until they are fetched and `resolved(with:)`.
+public struct ManifestEntry: Hashable, Sendable {
+    public var entry: FileEntry
+    public var pieces: [ChunkListPieces.Ref]?
+
+    public init(_ entry: FileEntry, pieces: [ChunkListPieces.Ref]? = nil) { self.entry = entry; self.pieces = pieces }
+
+    /// The entry with the chunks its pieces list, in order; they must cover its size.
+    public func resolved(with lists: [[ChunkRef]]) throws(WireError) -> FileEntry {
+        guard let pieces else { return entry }
+        guard lists.count == pieces.count else { throw .malformed("\(lists.count) of \(pieces.count) pieces") }
+        var e = entry
+        e.chunks = lists.flatMap { $0 }
+        let total = e.chunks.reduce(Int64(0)) { $0 + Int64($1.size) }
+        guard total == e.metadata.size else { throw .malformed("pieces cover \(total) of \(e.metadata.size) bytes of \(e.path)") }
+        return e
+    }
+}
+
 /// The plaintext inside a sealed manifest: a count, then entries (Protocol/manifest.md).
 public enum ManifestCodec {
-    public static func encode(_ entries: [FileEntry]) -> [UInt8] {
+    /// Set in an entry's chunk count when pieces follow instead of chunks.
+    static let piecesFlag: UInt32 = 1 << 31
+
+    public static func encode(_ entries: [FileEntry]) -> [UInt8] { encode(entries.map { ManifestEntry($0) }) }
+
+    public static func encode(_ entries: [ManifestEntry]) -> [UInt8] {
         var w = ByteWriter(capacity: entries.count * 128)
         w.u32(UInt32(entries.count))
-        for e in entries {
+        for m in entries {
+            let e = m.entry
             w.string(e.path)
             w.u8(e.metadata.kind.rawValue)
             w.u8(e.deleted ? 1 : 0)
@@ -165,18 +199,21 @@ public enum ManifestCodec {
             for c in e.version.counters { w.u64(c.device); w.u64(c.value) }
             w.u64(UInt64(e.sequence))
             w.u8(FastCDC.version)
-            w.u32(UInt32(e.chunks.count))
-            for c in e.chunks { withUnsafeTemporaryAllocation(byteCount: 32, alignment: 8) { c.id.write(to: $0.baseAddress!); w.raw(UnsafeRawBufferPointer($0)) }; w.u32(c.size) }
+            // A piece goes out as (id, chunk count) in the place of a chunk's (id, size).
+            let list = m.pieces.map { $0.map { ChunkRef(id: $0.id, size: $0.count) } } ?? e.chunks
+            w.u32(UInt32(list.count) | (m.pieces == nil ? 0 : piecesFlag))
+            for c in list { withUnsafeTemporaryAllocation(byteCount: 32, alignment: 8) { c.id.write(to: $0.baseAddress!); w.raw(UnsafeRawBufferPointer($0)) }; w.u32(c.size) }
         }
         return w.bytes
     }
 
-    /// Decodes and validates every entry: path rules, known kind, chunks covering the size.
-    public static func decode(_ bytes: [UInt8]) throws(WireError) -> [FileEntry] {
+    /// Decodes and validates every entry: path rules, known kind, chunks covering the size (for
+    /// pieces: at least one chunk per piece, and no more than the size in bytes).
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> [ManifestEntry] {
         var r = ByteReader(bytes)
         let count = try r.count32(itemSize: 40)
         guard count <= SealedManifest.maxEntries else { throw .malformed("\(count) entries in one manifest") }
-        var out: [FileEntry] = []
+        var out: [ManifestEntry] = []
         out.reserveCapacity(count)
         for _ in 0..<count {
             let path = try r.string()
@@ -199,27 +236,39 @@ public enum ManifestCodec {
             guard sequence <= UInt64(Int64.max) else { throw .malformed("sequence out of range") }
             let chunkerVersion = try r.u8()
             guard chunkerVersion == FastCDC.version else { throw .malformed("chunker version \(chunkerVersion)") }
-            let ccount = try r.count32(itemSize: 36)
+            let rawCount = try r.u32()
+            let asPieces = rawCount & piecesFlag != 0
+            let ccount = Int(rawCount & ~piecesFlag)
+            guard ccount * 36 <= r.remaining else { throw .malformed("count \(ccount) larger than the message") }
             var chunks: [ChunkRef] = []
             chunks.reserveCapacity(ccount)
             var total: Int64 = 0
             for _ in 0..<ccount {
                 let id = try r.take(32).withUnsafeBytes { ChunkID($0) }
                 let csize = try r.u32()
-                guard csize > 0 else { throw .malformed("empty chunk") }
+                guard csize > 0 else { throw .malformed("empty \(asPieces ? "piece" : "chunk")") }
                 total += Int64(csize)
                 chunks.append(ChunkRef(id: id, size: csize))
             }
             let deleted = deletedByte == 1
-            if kind == .file && !deleted {
+            var pieces: [ChunkListPieces.Ref]?
+            if asPieces {
+                guard kind == .file && !deleted && ccount > 0 else { throw .malformed("pieces on an entry without content") }
+                // `size` of a piece reference is its chunk count: each chunk holds at least a byte.
+                guard chunks.allSatisfy({ Int($0.size) <= ChunkListPieces.maxChunksPerPiece }), total <= size else {
+                    throw .malformed("pieces of \(path) list more chunks than it has bytes or a piece allows")
+                }
+                pieces = chunks.map { ChunkListPieces.Ref(id: $0.id, count: $0.size) }
+                chunks = []
+            } else if kind == .file && !deleted {
                 guard total == size else { throw .malformed("chunks cover \(total) of \(size) bytes of \(path)") }
             } else if !chunks.isEmpty {
                 throw .malformed("chunks on a \(deleted ? "deleted entry" : "non-file")")
             }
             let meta = FileMetadata(kind: kind, size: size, mode: mode, mtimeNs: mtime, ctimeNs: 0, inode: 0,
                                     symlinkTarget: kind == .symlink ? target : nil)
-            out.append(FileEntry(path: path, metadata: meta, deleted: deleted, version: VersionVector(counters),
-                                 sequence: Int64(sequence), chunks: chunks))
+            out.append(ManifestEntry(FileEntry(path: path, metadata: meta, deleted: deleted, version: VersionVector(counters),
+                                               sequence: Int64(sequence), chunks: chunks), pieces: pieces))
         }
         try r.expectEnd()
         return out

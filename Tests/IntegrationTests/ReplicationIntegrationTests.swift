@@ -177,7 +177,9 @@ extension ReplicationIntegrationTests {
         let rw = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
         let storage = s.cliSync(["secret", "--storage", rw])
         XCTAssertEqual(try s.cli(["add", s.root + "/vault", "--secret", storage]).status, 0)
-        let content = Data((0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ $0 >> 7) })
+        // 12 MiB: its chunk list (~190 chunks) travels as pieces, which S must keep and serve too.
+        var x: UInt64 = 11
+        let content = Data((0..<(12 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
         try FileManager.default.createDirectory(atPath: a.root + "/data/reports", withIntermediateDirectories: true)
         try content.write(to: URL(fileURLWithPath: a.root + "/data/reports/q3-confidential.bin"))
         try Data("meeting notes".utf8).write(to: URL(fileURLWithPath: a.root + "/data/notes.txt"))
@@ -252,6 +254,28 @@ extension ReplicationIntegrationTests {
 }
 
 extension ReplicationIntegrationTests {
+    /// Renaming a 32 MiB file costs B neither chunks (copied from the old name) nor its chunk list
+    /// (named by pieces B already holds): a few hundred bytes of manifest, not 18 KB of list.
+    func test_renameOfABigFile_transfersNoChunksAndNoChunkList() throws {
+        let (d, _) = try cluster(2, name: "ren")
+        var x: UInt64 = 5
+        let content = Data((0..<(32 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
+        XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/db.bin"), 0)
+        try waitInSync(d[0])
+        func received(_ h: DaemonHarness) throws -> Int64 {
+            try JSONDecoder().decode(Counters.self, from: Data(h.cli(["status", "--json"]).stdout.utf8)).folders.first?.bytesIn ?? 0
+        }
+        let before = try received(d[1])
+        XCTAssertGreaterThan(before, 32 << 20, "B pulled the file")
+        XCTAssertEqual(rename(d[0].root + "/data/db.bin", d[0].root + "/data/db-renamed.bin"), 0)
+        try waitInSync(d[0])
+        XCTAssertEqual(FileManager.default.contents(atPath: d[1].root + "/data/db-renamed.bin"), content)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: d[1].root + "/data/db.bin"))
+        let cost = try received(d[1]) - before
+        XCTAssertLessThan(cost, 4096, "the rename cost \(cost) bytes")
+    }
+
     /// B's folder lives on a 4 MiB tmpfs; A shares 10 MiB. B pauses with "disk full", loses and
     /// corrupts nothing, and resumes by itself once the file system grows.
     func test_fullDisk_pausesAndResumesWhenSpaceReturns() throws {

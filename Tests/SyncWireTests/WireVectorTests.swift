@@ -11,6 +11,9 @@ final class WireVectorTests: XCTestCase {
     struct Vectors: Decodable {
         let w, transportKey, pingFrame, chunkContent, chunkID, sealedChunk: String
         let manifestNonce, manifestEntries, sealedManifest: String
+        struct Piece: Decodable { let id: String; let count: UInt32; let bytes: String }
+        let pieces: [Piece]
+        let piecesEntries: String
     }
 
     func load() throws -> Vectors {
@@ -60,7 +63,26 @@ final class WireVectorTests: XCTestCase {
         XCTAssertEqual(sealed.encoded, hexBytes(v.sealedManifest))
         let decoded = try SealedManifest(decoding: hexBytes(v.sealedManifest))
         XCTAssertNoThrow(try decoded.verify(keys: keys))
-        XCTAssertEqual(try decoded.open(keys: keys), [entry])
+        XCTAssertEqual(try decoded.open(keys: keys).map(\.entry), [entry])
+    }
+
+    func test_chunkListPieces_shouldMatchVector() throws {
+        let v = try load()
+        let ids = ChunkHasher(key: try XCTUnwrap(FolderSecret(readWrite: hexBytes(v.w)).keys.chunkIDKey))
+        let chunks = (0..<300).map { i in ChunkRef(id: ids.chunkID(Array("chunk \(i)".utf8)), size: UInt32(1000 + i)) }
+        let pieces = ChunkListPieces.split(chunks, ids: ids)
+        XCTAssertEqual(pieces.map { Hex.encode($0.ref.id.bytes) }, v.pieces.map(\.id))
+        XCTAssertEqual(pieces.map(\.ref.count), v.pieces.map(\.count))
+        XCTAssertEqual(pieces.map(\.bytes), v.pieces.map { hexBytes($0.bytes) })
+        let entry = FileEntry(path: "db.bin",
+                              metadata: FileMetadata(kind: .file, size: chunks.reduce(0) { $0 + Int64($1.size) }, mode: 0o600,
+                                                     mtimeNs: 5, ctimeNs: 0, inode: 0),
+                              version: VersionVector([.init(device: 9, value: 1)]), sequence: 4, chunks: chunks)
+        let listed = ManifestEntry(entry, pieces: pieces.map(\.ref))
+        XCTAssertEqual(ManifestCodec.encode([listed]), hexBytes(v.piecesEntries))
+        let decoded = try ManifestCodec.decode(hexBytes(v.piecesEntries))
+        XCTAssertEqual(decoded, [ManifestEntry({ var e = entry; e.chunks = []; return e }(), pieces: pieces.map(\.ref))])
+        XCTAssertEqual(try decoded[0].resolved(with: pieces.map { try ChunkListPieces.decode($0.bytes, as: $0.ref) }), entry)
     }
 }
 
