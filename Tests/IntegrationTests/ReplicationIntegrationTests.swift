@@ -178,8 +178,7 @@ extension ReplicationIntegrationTests {
         let storage = s.cliSync(["secret", "--storage", rw])
         XCTAssertEqual(try s.cli(["add", s.root + "/vault", "--secret", storage]).status, 0)
         // 12 MiB: its chunk list (~190 chunks) travels as pieces, which S must keep and serve too.
-        var x: UInt64 = 11
-        let content = Data((0..<(12 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        let content = noise(12 << 20, seed: 11)
         try FileManager.default.createDirectory(atPath: a.root + "/data/reports", withIntermediateDirectories: true)
         try content.write(to: URL(fileURLWithPath: a.root + "/data/reports/q3-confidential.bin"))
         try Data("meeting notes".utf8).write(to: URL(fileURLWithPath: a.root + "/data/notes.txt"))
@@ -230,17 +229,26 @@ extension ReplicationIntegrationTests {
         var folders: [Folder]
     }
 
+    /// The first folder's traffic counters from `status --json`.
+    func traffic(_ h: DaemonHarness) throws -> (bytesIn: Int64, bytesOut: Int64) {
+        let f = try JSONDecoder().decode(Counters.self, from: Data(h.cli(["status", "--json"]).stdout.utf8)).folders.first
+        return (f?.bytesIn ?? 0, f?.bytesOut ?? 0)
+    }
+
+    /// `bytes` of pseudo-random data (an LCG), so no two chunks are alike.
+    func noise(_ bytes: Int, seed: UInt64) -> Data {
+        var x = seed
+        return Data((0..<bytes).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+    }
+
     /// A newcomer pulls from every peer that has the data, not only from the one that told it.
     func test_pull_spreadsAcrossPeers() throws {
         let (d, secret) = try cluster(2, name: "spread")
-        var x: UInt64 = 7
-        let content = Data((0..<(24 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        let content = noise(24 << 20, seed: 7)
         try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
         XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/big.bin"), 0)
         try waitInSync(d[0])
-        func sent(_ h: DaemonHarness) throws -> Int64 {
-            try JSONDecoder().decode(Counters.self, from: Data(h.cli(["status", "--json"]).stdout.utf8)).folders.first?.bytesOut ?? 0
-        }
+        func sent(_ h: DaemonHarness) throws -> Int64 { try traffic(h).bytesOut }
         let before = try d.map(sent)
         let c = try DaemonHarness(name: "spread2")
         try c.startDaemon(extra: ["--join", try XCTUnwrap(d[0].status().listen)])
@@ -258,14 +266,11 @@ extension ReplicationIntegrationTests {
     /// (named by pieces B already holds): a few hundred bytes of manifest, not 18 KB of list.
     func test_renameOfABigFile_transfersNoChunksAndNoChunkList() throws {
         let (d, _) = try cluster(2, name: "ren")
-        var x: UInt64 = 5
-        let content = Data((0..<(32 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        let content = noise(32 << 20, seed: 5)
         try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
         XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/db.bin"), 0)
         try waitInSync(d[0])
-        func received(_ h: DaemonHarness) throws -> Int64 {
-            try JSONDecoder().decode(Counters.self, from: Data(h.cli(["status", "--json"]).stdout.utf8)).folders.first?.bytesIn ?? 0
-        }
+        func received(_ h: DaemonHarness) throws -> Int64 { try traffic(h).bytesIn }
         let before = try received(d[1])
         XCTAssertGreaterThan(before, 32 << 20, "B pulled the file")
         XCTAssertEqual(rename(d[0].root + "/data/db.bin", d[0].root + "/data/db-renamed.bin"), 0)
@@ -301,8 +306,7 @@ extension ReplicationIntegrationTests {
         let add = try a.cli(["add", a.root + "/data", "--secret"])
         let secret = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
         XCTAssertEqual(try b.cli(["add", mountpoint, "--secret", secret]).status, 0)
-        var x: UInt64 = 3
-        let content = Data((0..<(10 << 20)).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        let content = noise(10 << 20, seed: 3)
         try content.write(to: URL(fileURLWithPath: a.root + "/big.tmp"))
         XCTAssertEqual(rename(a.root + "/big.tmp", a.root + "/data/big.bin"), 0)
         var deadline = Date().addingTimeInterval(20)
