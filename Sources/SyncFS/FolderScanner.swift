@@ -16,12 +16,31 @@ public protocol ScanBaseline {
 }
 
 /// A snapshot of a whole folder's index, for full scans.
+/// Its live paths are kept sorted by their UTF-8 bytes, where everything under `dir` is the one
+/// contiguous run that starts with `dir/`: a scan of 1,000 paths that a peer's batch just placed
+/// looks up 1,000 short runs instead of filtering the whole index 1,000 times.
 public struct SnapshotBaseline: ScanBaseline {
-    public var states: [String: IndexedState]
-    public init(_ states: [String: IndexedState]) { self.states = states }
+    public let states: [String: IndexedState]
+    private let live: [String]
+
+    public init(_ states: [String: IndexedState]) {
+        self.states = states
+        live = states.compactMap { $0.value.deleted ? nil : $0.key }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+    }
+
     public func state(of path: String) -> IndexedState? { states[path] }
+
     public func livePaths(under directory: String) -> [String] {
-        states.compactMap { !$0.value.deleted && RelativePath.isWithin($0.key, directory) ? $0.key : nil }
+        if directory.isEmpty { return live }
+        let prefix = Array(directory.utf8) + [UInt8(ascii: "/")]
+        var lo = 0, hi = live.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if live[mid].utf8.lexicographicallyPrecedes(prefix) { lo = mid + 1 } else { hi = mid }
+        }
+        var out: [String] = states[directory].map { $0.deleted ? [] : [directory] } ?? []
+        while lo < live.count && live[lo].utf8.starts(with: prefix) { out.append(live[lo]); lo += 1 }
+        return out
     }
 }
 
@@ -240,11 +259,22 @@ public final class FolderScanner {
         RelativePath.isWithin(path, RelativePath.stateDirectory)
     }
 
-    /// Drops roots that lie inside other roots.
+    /// Drops roots that lie inside other roots (shortest first; a root is kept unless one of its
+    /// ancestors was).
     static func minimalRoots(_ roots: [String]) -> [String] {
-        let sorted = Set(roots).sorted { $0.utf8.count < $1.utf8.count }
+        let unique = Set(roots)
+        if unique.contains("") { return [""] }
+        var kept: Set<String> = []
         var out: [String] = []
-        for r in sorted where !out.contains(where: { RelativePath.isWithin(r, $0) }) { out.append(r) }
+        for r in unique.sorted(by: { $0.utf8.count < $1.utf8.count }) {
+            var parent = RelativePath.parent(of: r)
+            var covered = false
+            while !parent.isEmpty && !covered {
+                covered = kept.contains(parent)
+                parent = RelativePath.parent(of: parent)
+            }
+            if !covered { kept.insert(r); out.append(r) }
+        }
         return out
     }
 }

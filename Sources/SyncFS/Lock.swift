@@ -20,3 +20,13 @@ public final class Lock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// A flag one thread raises and others check (say, "stop").
+public final class Flag: @unchecked Sendable {
+    private let lock = Lock()
+    private var value = false
+
+    public init() {}
+    public func raise() { lock.withLock { value = true } }
+    public var isRaised: Bool { lock.withLock { value } }
+}

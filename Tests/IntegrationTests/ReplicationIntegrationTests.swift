@@ -149,7 +149,7 @@ final class ReplicationIntegrationTests: XCTestCase {
         let deadline = Date().addingTimeInterval(60)
         var sawPartial = false
         while Date() < deadline {
-            if let files = try? FileManager.default.contentsOfDirectory(atPath: tmp), files.contains(where: { $0.hasPrefix("pull-") }) {
+            if let files = try? FileManager.default.subpathsOfDirectory(atPath: tmp), files.contains(where: { $0.contains("pull-") }) {
                 sawPartial = true
                 break
             }
@@ -161,6 +161,8 @@ final class ReplicationIntegrationTests: XCTestCase {
         try d[1].startDaemon(extra: ["--join", try XCTUnwrap(d[0].status().listen)])
         try waitInSync(d[0], timeout: 60)
         XCTAssertEqual(FileManager.default.contents(atPath: target), FileManager.default.contents(atPath: big))
+        let left = ((try? FileManager.default.subpathsOfDirectory(atPath: tmp)) ?? []).filter { $0.contains("pull-") }
+        XCTAssertEqual(left, [], "the restart threw the partial staged file away")
     }
 }
 

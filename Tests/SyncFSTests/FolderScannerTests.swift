@@ -172,3 +172,33 @@ final class FolderScannerTests: XCTestCase {
         }
     }
 }
+
+final class SnapshotBaselineTests: XCTestCase {
+    func test_livePaths_findsExactlyTheSubtree() {
+        func state(_ deleted: Bool = false) -> IndexedState {
+            IndexedState(metadata: FileMetadata(kind: .file, size: 1, mode: 0o644, mtimeNs: 0, ctimeNs: 0, inode: 0), deleted: deleted)
+        }
+        let paths = ["d", "d/a", "d/b/c", "d.txt", "d-x/y", "dd/e", "d/gone", "é/f", "é"]
+        var states: [String: IndexedState] = [:]
+        for p in paths { states[p] = state(p == "d/gone") }
+        let b = SnapshotBaseline(states)
+        XCTAssertEqual(Set(b.livePaths(under: "d")), ["d", "d/a", "d/b/c"])
+        XCTAssertEqual(Set(b.livePaths(under: "d/b")), ["d/b/c"], "a directory the index does not hold itself")
+        XCTAssertEqual(b.livePaths(under: "d.txt"), ["d.txt"], "a file is its own subtree")
+        XCTAssertEqual(b.livePaths(under: "d/gone"), [], "deleted paths are not live")
+        XCTAssertEqual(Set(b.livePaths(under: "é")), ["é", "é/f"])
+        XCTAssertEqual(b.livePaths(under: "").count, 8)
+        XCTAssertEqual(b.livePaths(under: "nothing"), [])
+        // The same answers as the plain definition, for every path as a root.
+        for root in paths + ["", "d/b", "x"] {
+            let plain = states.filter { !$0.value.deleted && RelativePath.isWithin($0.key, root) }.map(\.key)
+            XCTAssertEqual(Set(b.livePaths(under: root)), Set(plain), root)
+        }
+    }
+
+    func test_minimalRoots_dropsRootsInsideOthers() {
+        XCTAssertEqual(Set(FolderScanner.minimalRoots(["a/b", "a", "a/b/c", "ab", "c/d", "c/d.e", "c/d/f"])), ["a", "ab", "c/d", "c/d.e"])
+        XCTAssertEqual(FolderScanner.minimalRoots(["x", "", "y/z"]), [""])
+        XCTAssertEqual(FolderScanner.minimalRoots([]), [])
+    }
+}
