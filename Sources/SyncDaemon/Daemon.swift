@@ -77,7 +77,7 @@ public final class Daemon: @unchecked Sendable {
         let gossipService = try startGossip(bound: bound)
         sessionServer.gossip = gossipService
         lock.withLock { gossip = gossipService }
-        dialer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(200), delay: .milliseconds(500)) { [weak self] _ in
+        dialer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { [weak self] _ in
             self?.dialPeers()
         }
         try server.start()
@@ -309,6 +309,7 @@ public final class Daemon: @unchecked Sendable {
                                          secret: secret.text, chunkerVersion: Int(FastCDC.version))
         logger.info("added folder \(path) (\(keys.access.rawValue), id \(keys.folderIDString))")
         startService(record, secret)
+        lock.withLock { gossip }?.metaChanged()
         return ControlResponse(ok: true, secret: request.secret == nil ? secret.text : nil, folderId: keys.folderIDString)
     }
 
@@ -321,6 +322,7 @@ public final class Daemon: @unchecked Sendable {
         service.stop()
         lock.withLock { _ = exchanges.removeValue(forKey: service.keys.folderID) }
         try store.removeFolder(id: service.record.id)
+        lock.withLock { gossip }?.metaChanged()
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
     }

@@ -89,15 +89,22 @@ final class GossipService: @unchecked Sendable {
 
     private func onTick() {
         ticks += 1
-        if ticks % 20 == 0 {   // every 200 ms: a changed sequence is announced within one gossip round
-            let meta = metaSource()
-            if meta != lastMeta {
-                lastMeta = meta
-                run(swim.updateMeta(meta, now: now))
-            }
-        }
+        if ticks % 20 == 0 { announceMeta() }   // every 200 ms: a changed sequence goes out within one gossip round
         run(swim.tick(now: now))
         if snapshotDirty && NIODeadline.now() - lastSnapshot > .seconds(5) { writeSnapshot() }
+    }
+
+    /// A folder was added or removed: announce it now rather than at the next poll, so peers
+    /// that share it can connect at once.
+    func metaChanged() {
+        loop.execute { [self] in announceMeta() }
+    }
+
+    private func announceMeta() {
+        let meta = metaSource()
+        guard meta != lastMeta else { return }
+        lastMeta = meta
+        run(swim.updateMeta(meta, now: now))
     }
 
     fileprivate func received(_ packet: [UInt8], from address: SocketAddress) {

@@ -423,15 +423,10 @@ public struct IndexStore: Sendable {
         }
     }
 
-    /// Where `id` can be read in this folder's files, if anywhere.
+    /// Where `id` can be read in this folder's files, if anywhere. (Serving a peer calls this once
+    /// per chunk: the statement is compiled once, not per call.)
     public func locateChunk(_ id: ChunkID, folder: Int64) throws -> ChunkLocation? {
-        try writer.read { db in
-            try Row.fetchOne(db, sql: """
-                SELECT folder.path, file.path, chunk.offset FROM chunk
-                JOIN file ON file.id = chunk.file JOIN folder ON folder.id = file.folder
-                WHERE chunk.id = ? AND file.folder = ? AND file.deleted = 0 LIMIT 1
-                """, arguments: [Data(id.bytes), folder]).map { ChunkLocation(folderPath: $0[0], path: $0[1], offset: $0[2]) }
-        }
+        try locateChunks([id], folder: folder)[id]
     }
 
     public func locateChunk(_ id: ChunkID) throws -> ChunkLocation? {
