@@ -173,7 +173,10 @@ final class GossipService: @unchecked Sendable {
                 }
             case .changed(let m):
                 let device = MemberMeta(decoding: m.meta).map { DeviceID(bytes: $0.device)?.description ?? "?" } ?? "?"
-                logger.info("member \(device) at \(m.endpoint) is \(m.status.name) (incarnation \(m.incarnation))")
+                // A live member announcing new metadata (its sequences move with every change) is
+                // routine; a change of status is news.
+                let routine = published.first { $0.name == m.name }?.status == m.status
+                logger.log(level: routine ? .debug : .info, "member \(device) at \(m.endpoint) is \(m.status.name) (incarnation \(m.incarnation))")
                 snapshotDirty = true
             }
         }
