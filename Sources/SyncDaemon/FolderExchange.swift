@@ -445,14 +445,16 @@ final class FolderExchange: @unchecked Sendable {
             return false
         }
         guard !steps.isEmpty || !applied.isEmpty else { return true }
-        flush()
+        // A few files were fsynced as they were staged; many small ones are flushed at once here.
+        let syncEach = Self.syncsEachFile(steps)
+        if !syncEach { flush() }
         clock.lap("flush")
         do {
             try service.exclusive {
                 clock.lap("wait")
                 knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
                 defer { knownStates = nil }
-                let done = try place(steps, conflictsLocal: conflictsLocal)
+                let done = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
                 clock.lap("place")
                 let stats = (applied + done).map { e -> (entry: FileEntry, stat: FileMetadata) in
                     let fs = POSIXFileSystem(root: record.path)
@@ -487,7 +489,7 @@ final class FolderExchange: @unchecked Sendable {
 
     /// Renames staged files into place in one pass: directories first (shallow to deep), then
     /// files, symlinks and conflict copies, deletions last (deep to shallow, into the trash).
-    private func place(_ steps: [Step], conflictsLocal: [String: String]) throws -> [FileEntry] {
+    private func place(_ steps: [Step], conflictsLocal: [String: String], syncEach: Bool) throws -> [FileEntry] {
         let root = record.path
         var done: [FileEntry] = []
         func depth(_ p: String) -> Int { p.split(separator: "/").count }
@@ -538,8 +540,38 @@ final class FolderExchange: @unchecked Sendable {
             }
             done.append(e)
         }
-        flush()
+        if syncEach {
+            // The directories whose entries changed, rather than the whole file system.
+            var dirs: Set<String> = [root + "/.syncd/trash", trash]
+            for step in steps {
+                switch step {
+                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): dirs.insert(root + "/" + RelativePath.parent(of: e.path))
+                case .conflictCopy(_, _, let name): dirs.insert(root + "/" + RelativePath.parent(of: name))
+                }
+            }
+            for e in conflictsLocal.values { dirs.insert(root + "/" + RelativePath.parent(of: e)) }
+            for dir in dirs { Self.fsyncPath(dir) }
+        } else {
+            flush()
+        }
         return done
+    }
+
+    /// Batches of up to this many files are made durable file by file (fsync as each is staged,
+    /// then the directories that changed); bigger ones with one `syncfs` before and after placing.
+    /// `syncfs` flushes everything dirty on the file system — other applications' writes too — so
+    /// it is kept for batches of many small files, where one flush beats hundreds.
+    static let perFileSyncLimit = 32
+
+    static func syncsEachFile(_ steps: [Step]) -> Bool {
+        steps.lazy.filter { if case .directory = $0 { false } else { true } }.count <= perFileSyncLimit
+    }
+
+    static func fsyncPath(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
     }
 
     /// Before replacing or deleting a path: if the file on disk is not what the index says (an
@@ -625,7 +657,7 @@ final class FolderExchange: @unchecked Sendable {
         if !parent.isEmpty { try FileManager.default.createDirectory(atPath: record.path + "/" + parent, withIntermediateDirectories: true) }
     }
 
-    /// One `syncfs` for the whole batch instead of one fsync per file.
+    /// One `syncfs` for a batch of many files instead of one fsync per file.
     private func flush() {
         let fd = open(record.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { return }
@@ -728,7 +760,7 @@ final class FolderExchange: @unchecked Sendable {
         var staged: [Int: String] = [:]
         var failure: Error?
         var next = 0
-        let workers = min(4, jobs.count)
+        let workers = min(4, jobs.count), syncEach = Self.syncsEachFile(steps)
         let dirs = try (0..<workers).map(stagingDirectory)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             while true {
@@ -744,7 +776,7 @@ final class FolderExchange: @unchecked Sendable {
                 default: continue
                 }
                 do {
-                    let path = try stage(entry, in: dirs[worker], from: link)
+                    let path = try stage(entry, in: dirs[worker], from: link, syncEach: syncEach)
                     results.withLock { staged[i] = path }
                 } catch {
                     results.withLock { if failure == nil { failure = error } }
@@ -782,7 +814,7 @@ final class FolderExchange: @unchecked Sendable {
     /// Writes `entry`'s content to a new temp file in `dir` (under `.syncd/tmp/`): chunks found in
     /// local files are copied, the rest requested from `link`, up to `requestWindow` at a time;
     /// every chunk is checked against its keyed id. Returns the temp path.
-    private func stage(_ entry: FileEntry, in dir: String, from link: PeerLink) throws -> String {
+    private func stage(_ entry: FileEntry, in dir: String, from link: PeerLink, syncEach: Bool) throws -> String {
         guard let ids else { throw PullError(description: "no chunk-id key") }
         let temp = dir + "/pull-\(UInt64.random(in: 0...UInt64.max))"
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
@@ -842,6 +874,9 @@ final class FolderExchange: @unchecked Sendable {
         let mtime = timespec(tv_sec: Int(entry.metadata.mtimeNs / 1_000_000_000), tv_nsec: Int(entry.metadata.mtimeNs % 1_000_000_000))
         var times = [mtime, mtime]
         futimens(fd, &times)
+        if syncEach && fsync(fd) != 0 {
+            throw errno == ENOSPC || errno == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
         ok = true
         return temp
     }
