@@ -4,6 +4,7 @@ import Logging
 import SyncCore
 import SyncFS
 import SyncSecurity
+import SyncReplication
 import SyncStore
 import SyncWire
 
@@ -321,7 +322,7 @@ final class FolderExchange: @unchecked Sendable {
         }
         lock.withLock { _ = inFlight.insert(key) }
         work.async { [self] in
-            let ok = apply(entries, from: link)
+            let ok = apply(entries, origin: header.origin, from: link)
             lock.withLock { _ = inFlight.remove(key) }
             guard ok, (try? recordApplied(header, bytes)) != nil else {
                 // A chunk the peer no longer has (superseded), a full disk, a paused folder: start
@@ -361,10 +362,22 @@ final class FolderExchange: @unchecked Sendable {
         case delete(FileEntry)
         /// The remote version lost a conflict: keep its content beside ours.
         case conflictCopy(FileEntry, staged: String, name: String)
+        /// The remote version of a symlink lost a conflict: keep the link beside ours.
+        case conflictLink(FileEntry, name: String)
+    }
+
+    /// The step that puts `entry` in place.
+    static func step(placing entry: FileEntry) -> Step {
+        if entry.deleted { return .delete(entry) }
+        switch entry.kind {
+        case .directory: return .directory(entry)
+        case .symlink: return .symlink(entry)
+        case .file: return .file(entry, staged: "")
+        }
     }
 
     /// Plans, stages and applies one manifest's entries; false if it must be retried later.
-    private func apply(_ listed: [ManifestEntry], from link: PeerLink) -> Bool {
+    private func apply(_ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> Bool {
         guard let service, !service.isPaused else { return false }
         var clock = StageClock()
         let entries: [FileEntry]
@@ -382,55 +395,58 @@ final class FolderExchange: @unchecked Sendable {
         lock.withLock { counters.needFiles += needed.count; counters.needBytes += bytesNeeded }
         defer { lock.withLock { counters.needFiles -= needed.count; counters.needBytes -= bytesNeeded } }
         do {
+            // SyncReplication's GlobalState decides each path from our entry and the origin's
+            // (the manifest's signature makes the origin a trusted writer); this loop only turns
+            // its decisions into steps. Conflict copies are capped by moving the oldest to the
+            // trash (`capConflictCopies`), so the planner itself never holds a conflict.
+            let state = GlobalState(trustedWriters: [origin], configuration: .init(maxConflictCopies: .max))
             for (remote, local) in needed {
-                var remoteWins = true
-                if let local {
-                    switch remote.version.compare(local.version) {
-                    case .lesser, .equal: continue
-                    case .greater: break
-                    case .concurrent:
-                        if Self.sameContent(remote, local) {
-                            // The same bytes reached both sides (say, a conflict copy made on each): no conflict.
-                            var merged = remote
-                            merged.version = remote.version.merged(with: local.version)
-                            applied.append(merged)
-                            continue
-                        }
-                        remoteWins = Self.wins(remote, over: local)
-                        lock.withLock { counters.conflicts += 1 }
-                        logger.notice("conflict on \(remote.path): \(remoteWins ? "the peer's" : "our") version wins")
+                let resolution = state.resolve(path: remote.path, local: local, peers: [origin: remote])
+                var winner = remote
+                winner.version = resolution.mergedVersion
+                switch resolution.decision {
+                case .inSync, .localIsNewer:
+                    continue
+                case .recordMergedVersion:
+                    applied.append(winner)
+                case .need(let entry):
+                    winner = entry
+                    winner.version = resolution.mergedVersion
+                    if let local, !local.deleted, !winner.deleted, ConflictOrder.sameContent(local, winner),
+                       local.metadata.mtimeNs == winner.metadata.mtimeNs {
+                        applied.append(winner)   // only the history moved (say, our own version coming back merged)
+                    } else if local == nil && winner.deleted {
+                        applied.append(winner)   // a deletion of something we never had: remember it
+                    } else {
+                        steps.append(Self.step(placing: winner))
+                    }
+                case .conflict(let conflict):
+                    lock.withLock { counters.conflicts += 1 }
+                    logger.notice("conflict on \(remote.path): \(conflict.winnerIsLocal ? "our" : "the peer's") version wins")
+                    for loser in conflict.losers {
                         // A conflict between two conflict copies keeps the loser beside it ("name 2"),
                         // not as a copy of a copy.
-                        let isCopy = remote.path.contains(".sync-conflict-")
-                        if remoteWins {
-                            if !local.deleted && local.metadata.kind == .file {
-                                conflictsLocal[remote.path] = isCopy ? remote.path
-                                    : ConflictName.make(for: remote.path, loser: local, winner: remote.version)
-                            }
+                        guard let copy = loser.copyName.map({ ConflictCopyName.original(of: remote.path) == nil ? $0 : remote.path })
+                        else { continue }
+                        if loser.isLocal {
+                            conflictsLocal[remote.path] = copy
+                        } else if loser.entry.kind == .symlink {
+                            steps.append(.conflictLink(loser.entry, name: copy))
                         } else {
-                            if !remote.deleted && remote.metadata.kind == .file {
-                                steps.append(.conflictCopy(remote, staged: "",
-                                                           name: isCopy ? remote.path
-                                                               : ConflictName.make(for: remote.path, loser: remote, winner: local.version)))
-                            }
-                            continue
+                            steps.append(.conflictCopy(loser.entry, staged: "", name: copy))
                         }
                     }
-                } else if remote.deleted {
-                    applied.append(remote)
-                    continue
-                }
-                let winner = remote
-                // The winner keeps its own vector: merging in the loser would pin the loser's counters on content
-                // that is not the loser's (and conflict-copy names are derived from those counters).
-                if winner.deleted {
-                    steps.append(.delete(winner))
-                } else {
-                    switch winner.metadata.kind {
-                    case .directory: steps.append(.directory(winner))
-                    case .symlink: steps.append(.symlink(winner))
-                    case .file: steps.append(.file(winner, staged: ""))
+                    // The winner keeps its own vector (GlobalState, rule 5): nothing to record
+                    // when it is ours already.
+                    if !conflict.winnerIsLocal {
+                        winner = conflict.winner
+                        winner.version = resolution.mergedVersion
+                        steps.append(Self.step(placing: winner))
                     }
+                case .conflictHeld(let hold):
+                    logger.warning("conflict on \(remote.path) held: \(hold)")
+                case .refused(let problem):
+                    logger.warning("refused \(remote.path.debugDescription) from \(String(origin, radix: 16)): \(problem)")
                 }
             }
             waitForAnnouncedPeers(before: steps)
@@ -477,16 +493,6 @@ final class FolderExchange: @unchecked Sendable {
         return true
     }
 
-    /// Deterministic winner of a conflict, the same on every peer — a strict total order, so two
-    /// peers never both keep their own: an existing version beats a deletion, then the newer mtime
-    /// (file systems stamp at jiffy granularity, so ties are common), then the larger encoded
-    /// version vector (concurrent vectors always differ).
-    static func wins(_ a: FileEntry, over b: FileEntry) -> Bool {
-        if a.deleted != b.deleted { return !a.deleted }
-        if a.metadata.mtimeNs != b.metadata.mtimeNs { return a.metadata.mtimeNs > b.metadata.mtimeNs }
-        return b.version.encoded.lexicographicallyPrecedes(a.version.encoded)
-    }
-
     /// Renames staged files into place in one pass: directories first (shallow to deep), then
     /// files, symlinks and conflict copies, deletions last (deep to shallow, into the trash).
     private func place(_ steps: [Step], conflictsLocal: [String: String], syncEach: Bool) throws -> [FileEntry] {
@@ -507,7 +513,7 @@ final class FolderExchange: @unchecked Sendable {
                 try ensureParent(e.path)
                 // An edit on disk that no scan has seen yet is kept first, named after itself.
                 let unindexed = try keepUnindexedEdit(e.path)
-                if !unindexed, let name = conflictsLocal[e.path], FileManager.default.fileExists(atPath: target) {
+                if !unindexed, let name = conflictsLocal[e.path], Self.exists(target) {
                     try renameWithoutReplacing(target, to: name)
                 }
                 guard rename(staged, target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
@@ -515,13 +521,12 @@ final class FolderExchange: @unchecked Sendable {
             case let .conflictCopy(_, staged, name):
                 try ensureParent(name)
                 try renameWithoutReplacing(staged, to: name)
+            case let .conflictLink(e, name):
+                try ensureParent(name)
+                try renameWithoutReplacing(try makeLink(e), to: name)
             case .symlink(let e):
                 try ensureParent(e.path)
-                let temp = root + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
-                try? FileManager.default.createDirectory(atPath: root + "/.syncd/tmp", withIntermediateDirectories: true)
-                guard symlink(e.metadata.symlinkTarget ?? "", temp) == 0, rename(temp, root + "/" + e.path) == 0 else {
-                    throw POSIXError(.init(rawValue: errno) ?? .EIO)
-                }
+                guard rename(try makeLink(e), root + "/" + e.path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
                 done.append(e)
             case .directory, .delete:
                 break
@@ -546,7 +551,7 @@ final class FolderExchange: @unchecked Sendable {
             for step in steps {
                 switch step {
                 case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): dirs.insert(root + "/" + RelativePath.parent(of: e.path))
-                case .conflictCopy(_, _, let name): dirs.insert(root + "/" + RelativePath.parent(of: name))
+                case .conflictCopy(_, _, let name), .conflictLink(_, let name): dirs.insert(root + "/" + RelativePath.parent(of: name))
                 }
             }
             for e in conflictsLocal.values { dirs.insert(root + "/" + RelativePath.parent(of: e)) }
@@ -574,6 +579,14 @@ final class FolderExchange: @unchecked Sendable {
         close(fd)
     }
 
+    /// `e`'s symlink, made under `.syncd/tmp/` (never followed), ready to be renamed into place.
+    private func makeLink(_ e: FileEntry) throws -> String {
+        let temp = record.path + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
+        try? FileManager.default.createDirectory(atPath: record.path + "/.syncd/tmp", withIntermediateDirectories: true)
+        guard symlink(e.metadata.symlinkTarget ?? "", temp) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        return temp
+    }
+
     /// Before replacing or deleting a path: if the file on disk is not what the index says (an
     /// edit not scanned yet), move it aside as a conflict copy instead of losing it; if it is,
     /// move it to the trash when `trash` is given.
@@ -591,7 +604,7 @@ final class FolderExchange: @unchecked Sendable {
         }
         var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
         local.version = VersionVector([.init(device: me, value: 1)])
-        let name = path.contains(".sync-conflict-") ? path : ConflictName.make(for: path, loser: local)
+        let name = ConflictCopyName.original(of: path) != nil ? path : ConflictCopyName.make(for: path, loser: local) ?? path
         try renameWithoutReplacing(root + "/" + path, to: name)
         lock.withLock { counters.conflicts += 1 }
         logger.notice("kept an unscanned local edit of \(path) as \(name)")
@@ -615,13 +628,13 @@ final class FolderExchange: @unchecked Sendable {
 
     /// `.syncd/trash/<UTC time>`: where this moment's deletions and displaced copies go.
     private func trashDirectoryNow() -> String {
-        record.path + "/.syncd/trash/" + ConflictName.timestamp(Int64(Date().timeIntervalSince1970 * 1e9))
+        record.path + "/.syncd/trash/" + UTCTimestamp.compact(Int64(Date().timeIntervalSince1970 * 1e9))
     }
 
     /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).
     private func pruneTrash() {
         let trash = record.path + "/.syncd/trash"
-        let cutoff = ConflictName.timestamp(Int64((Date().timeIntervalSince1970 - trashRetention) * 1e9))
+        let cutoff = UTCTimestamp.compact(Int64((Date().timeIntervalSince1970 - trashRetention) * 1e9))
         for stamp in (try? FileManager.default.contentsOfDirectory(atPath: trash)) ?? [] where stamp < cutoff {
             try? FileManager.default.removeItem(atPath: trash + "/" + stamp)
         }
@@ -631,25 +644,25 @@ final class FolderExchange: @unchecked Sendable {
     /// else already has that name: a conflict copy never replaces another file.
     private func renameWithoutReplacing(_ from: String, to name: String) throws {
         capConflictCopies(of: name)
-        let (stem, ext) = ConflictName.split(name)
+        let (stem, ext) = ConflictCopyName.split(String(name.split(separator: "/").last ?? ""))
         var candidate = name
         var n = 1
-        while FileManager.default.fileExists(atPath: record.path + "/" + candidate) {
+        while Self.exists(record.path + "/" + candidate) {
             n += 1
-            candidate = "\(stem) \(n)\(ext)"
+            candidate = RelativePath.join(RelativePath.parent(of: name), "\(stem) \(n)\(ext)")
         }
         guard rename(from, record.path + "/" + candidate) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Whether anything is at `path`, a dangling symlink included (never followed).
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
     }
 
     private func moveToTrash(_ path: String, _ trash: String) throws {
         try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
         guard rename(record.path + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-    }
-
-    /// Same bytes, same kind and mode: two versions that differ only in history.
-    static func sameContent(_ a: FileEntry, _ b: FileEntry) -> Bool {
-        a.deleted == b.deleted && (a.deleted || (a.metadata.kind == b.metadata.kind && a.metadata.mode == b.metadata.mode
-            && a.metadata.size == b.metadata.size && a.chunks == b.chunks && a.metadata.symlinkTarget == b.metadata.symlinkTarget))
     }
 
     private func ensureParent(_ path: String) throws {

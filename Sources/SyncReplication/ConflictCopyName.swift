@@ -18,11 +18,13 @@ public enum ConflictCopyName {
     public static let maxComponentBytes = 255
 
     /// The copy name for `loser` kept beside `path`, in the same directory; nil only when no
-    /// name fits in one path component (an extension longer than ~215 bytes).
-    public static func make(for path: String, loser: FileEntry) -> String? {
+    /// name fits in one path component (an extension longer than ~215 bytes). With `winner`,
+    /// DEVICE is the device whose change made the loser concurrent with the winner (see `author`).
+    public static func make(for path: String, loser: FileEntry, winner: VersionVector? = nil) -> String? {
         let parent = RelativePath.parent(of: path)
         var (stem, ext) = split(baseName(of: path))
-        let tag = marker + UTCTimestamp.compact(loser.metadata.mtimeNs) + "-" + deviceTag(modifier(of: loser.version))
+        let device = winner.map { author(of: loser.version, against: $0) } ?? modifier(of: loser.version)
+        let tag = marker + UTCTimestamp.compact(loser.metadata.mtimeNs) + "-" + deviceTag(device)
         // Trim the stem, whole characters at a time, until the name fits one component.
         while stem.utf8.count + tag.utf8.count + ext.utf8.count > maxComponentBytes {
             guard !stem.isEmpty else { return nil }
@@ -42,6 +44,16 @@ public enum ConflictCopyName {
     /// 0 for an empty vector.
     public static func modifier(of version: VersionVector) -> ShortDeviceID {
         version.counters.max { ($0.value, $0.device) < ($1.value, $1.device) }?.device ?? 0
+    }
+
+    /// The device behind `loser`'s divergence from `winner`: among the loser's counters that are
+    /// above the winner's, the highest (ties to the larger id); `modifier(of:)` when none is.
+    /// Counters are plain per-device counts, so the highest counter alone can name a device that
+    /// only made the common ancestor: three devices editing `{A:1}` at once give `{A:1,B:1}` and
+    /// `{A:1,C:1}`, whose authors are B and C, not A.
+    public static func author(of loser: VersionVector, against winner: VersionVector) -> ShortDeviceID {
+        let own = loser.counters.filter { $0.value > winner.value(for: $0.device) }
+        return own.max { ($0.value, $0.device) < ($1.value, $1.device) }?.device ?? modifier(of: loser)
     }
 
     /// First 7 base32 characters of the device's 8 big-endian bytes (35 of its 64 bits).

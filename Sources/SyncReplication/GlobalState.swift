@@ -13,8 +13,11 @@ import SyncCore
 /// 4. Heads with different content conflict. The winner is the greatest head under
 ///    `ConflictOrder` (the same on every device); every other head is a loser, kept as a conflict
 ///    copy named by `ConflictCopyName` — never dropped.
-/// 5. The vector to record after resolving is the merge of every counted vector, so the next
-///    local edit dominates all of them and the conflict cannot come back.
+/// 5. The vector to record after resolving is the merge of every counted vector when the heads
+///    agree on the content (the next local edit then dominates all of them), and the winner's own
+///    vector after a conflict: devices see concurrent versions in different orders, and only
+///    if every device compares the *original* entries does the total order pick the same winner
+///    everywhere — a merged vector would be a new entry whose rank depends on arrival order.
 public struct GlobalState: Sendable {
     public struct Configuration: Sendable, Hashable {
         /// Conflict copies one path may have (10, as Syncthing's `maxConflicts`). A conflict that
@@ -86,7 +89,7 @@ public struct GlobalState: Sendable {
         public var path: String
         public var decision: Decision
         /// The vector to record with whatever this device holds at `path` after acting on
-        /// `decision`: the merge of every counted version, so the next local edit dominates all.
+        /// `decision`: the merge of every counted version, or after a conflict the winner's own.
         /// For `.conflictHeld` and `.refused` it is the local vector, unchanged.
         public var mergedVersion: VersionVector
         /// Trusted peers that announced the winning version (where its chunks can be fetched).
@@ -234,7 +237,8 @@ public struct GlobalState: Sendable {
         let kept = losers.map { loser in
             Loser(entry: loser.entry,
                   isLocal: localHead.map { ConflictOrder.sameContent($0.entry, loser.entry) } ?? false,
-                  copyName: Self.keepsCopy(loser.entry) ? ConflictCopyName.make(for: path, loser: loser.entry) : nil,
+                  copyName: Self.keepsCopy(loser.entry)
+                      ? ConflictCopyName.make(for: path, loser: loser.entry, winner: winner.entry.version) : nil,
                   providers: loser.providers)
         }
         if kept.contains(where: { Self.keepsCopy($0.entry) && $0.copyName == nil }) {
@@ -246,7 +250,8 @@ public struct GlobalState: Sendable {
             return resolution(.conflictHeld(hold), localVersion)
         }
         let winnerIsLocal = localHead.map { ConflictOrder.sameContent($0.entry, winner.entry) } ?? false
-        return resolution(.conflict(Conflict(winner: winner.entry, winnerIsLocal: winnerIsLocal, losers: kept)), merged)
+        return resolution(.conflict(Conflict(winner: winner.entry, winnerIsLocal: winnerIsLocal, losers: kept)),
+                          winner.entry.version)
     }
 
     /// A copy is kept for files and symlinks; a deletion has nothing to keep and a directory's

@@ -63,6 +63,22 @@ final class ConflictCopyNameTests: XCTestCase {
                        "home/.config.sync-conflict-19700101-000000-AAAAAAA.json")
     }
 
+    func test_make_againstTheWinner_namesTheDeviceThatDiverged() {
+        // Three devices edit {A:1} at once: B's and C's losing versions name B and C, though A
+        // (whose id is largest) holds a counter as high as theirs.
+        let a: ShortDeviceID = 0xF000_0000_0000_0000, b: ShortDeviceID = 0x1000_0000_0000_0000, c: ShortDeviceID = 0x2000_0000_0000_0000
+        var fromB = loser(mtime: 0, by: b), fromC = loser(mtime: 0, by: c)
+        fromB.version = VersionVector([.init(device: a, value: 1), .init(device: b, value: 1)])
+        fromC.version = VersionVector([.init(device: a, value: 1), .init(device: c, value: 1)])
+        let winner = VersionVector([.init(device: a, value: 2)])
+        XCTAssertEqual(ConflictCopyName.author(of: fromB.version, against: winner), b)
+        XCTAssertEqual(ConflictCopyName.author(of: fromC.version, against: winner), c)
+        XCTAssertNotEqual(ConflictCopyName.make(for: "f", loser: fromB, winner: winner),
+                          ConflictCopyName.make(for: "f", loser: fromC, winner: winner))
+        XCTAssertEqual(ConflictCopyName.modifier(of: fromB.version), a, "the highest counter alone would name A")
+        XCTAssertEqual(ConflictCopyName.author(of: fromB.version, against: fromB.version), a, "nothing above: the modifier")
+    }
+
     func test_make_shouldNameTheDeviceWithTheHighestCounter() {
         var l = loser(mtime: 0, by: 0xFFFF_FFFF_FFFF_FFFF)
         l.version = VersionVector([.init(device: 0xFFFF_FFFF_FFFF_FFFF, value: 3),

@@ -85,12 +85,43 @@ final class GlobalStateTests: XCTestCase {
         XCTAssertEqual(onA.mergedVersion, onB.mergedVersion)
     }
 
-    func test_mergedVersion_shouldLetTheNextLocalEditDominateBothSides() {
-        let fromA = indexed([a: 5], mtime: 2_000), fromB = indexed([b: 7], content: 2)
-        let merged = state.resolve(path: "f.txt", local: fromA, peers: [b: fromB]).mergedVersion
-        let nextEdit = merged.incremented(by: a)
+    func test_mergedVersion_shouldLetTheNextLocalEditDominate_whenTheContentAgrees() {
+        let fromA = indexed([a: 5], mtime: 2_000), fromB = indexed([b: 7], mtime: 1_000)
+        let r = state.resolve(path: "f.txt", local: fromA, peers: [b: fromB])
+        XCTAssertEqual(r.decision, .recordMergedVersion)
+        let nextEdit = r.mergedVersion.incremented(by: a)
         XCTAssertEqual(nextEdit.compare(fromA.version), .greater)
         XCTAssertEqual(nextEdit.compare(fromB.version), .greater)
+    }
+
+    /// Three devices edit one file at once (same mtime, as a jiffy-granular clock often gives);
+    /// each device meets the other two versions in its own order, resolving two at a time. All
+    /// end with the same winner — the one resolving all three at once picks — because a conflict
+    /// records the winner's own vector (a merged one would rank differently in the next round).
+    func test_conflictWinner_isTheSameInEveryArrivalOrder() {
+        let d: ShortDeviceID = 0x0444_0000_0000_0004
+        let versions = [b, c, d].enumerated().map { i, device in
+            indexed([a: 1, device: 1], mtime: 5_000, content: UInt64(i + 1))
+        }
+        let all = GlobalState(trustedWriters: [a, b, c, d])
+        guard case .conflict(let together) = all.resolve(path: "f.txt", local: versions[0],
+                                                          peers: [c: versions[1], d: versions[2]]).decision
+        else { return XCTFail() }
+        for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            var held = versions[order[0]]
+            for next in order.dropFirst() {
+                let r = all.resolve(path: "f.txt", local: held, peers: [a: versions[next]])
+                switch r.decision {
+                case .conflict(let conflict):
+                    held = conflict.winner
+                    held.version = r.mergedVersion
+                case .need(let entry):
+                    held = entry
+                default: XCTFail("\(r.decision)")
+                }
+            }
+            XCTAssertEqual(held, together.winner, "order \(order)")
+        }
     }
 
     func test_resolve_shouldBreakMtimeTiesByTheLargerModifyingDevice() {
