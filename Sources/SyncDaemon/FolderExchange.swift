@@ -126,6 +126,7 @@ final class FolderExchange: @unchecked Sendable {
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
         Self.clearStaging(record.path)
+        work.async { [self] in prunePieces() }
     }
 
     var sessionPSK: [UInt8] { keys.sessionPSK }
@@ -267,6 +268,22 @@ final class FolderExchange: @unchecked Sendable {
             return (entries.map { ManifestEntry($0) }, [:])
         }
         return (listed, pieces)
+    }
+
+    /// Pieces no live file's list is made of any more (older versions of big files) are dropped
+    /// at start-up: pieces are derived from the lists, so the ones in use are recomputed.
+    private func prunePieces() {
+        guard let ids else { return }
+        do {
+            var keep: Set<ChunkID> = []
+            for list in try store.chunkLists(folder: record.id, longerThan: ChunkListPieces.inlineLimit) {
+                for piece in ChunkListPieces.split(list, ids: ids) { keep.insert(piece.ref.id) }
+            }
+            let dropped = try store.prunePieces(keeping: keep, folder: record.id)
+            if dropped > 0 { logger.info("dropped \(dropped) chunk-list pieces no file uses") }
+        } catch {
+            logger.warning("cannot prune chunk-list pieces: \(error)")
+        }
     }
 
     /// Sealed copies of the chunks (and chunk-list pieces) of `entries` for a storage peer, each
@@ -468,6 +485,13 @@ final class FolderExchange: @unchecked Sendable {
         do {
             try service.exclusive {
                 clock.lap("wait")
+                // The plan was made against the index as it was before staging; a scan may have
+                // recorded a local edit since. Placing now would overwrite that edit unseen, so
+                // plan again instead (the batch is retried against the new local versions).
+                let current = try store.entries(folder: record.id, paths: entries.map(\.path))
+                if let moved = entries.first(where: { current[$0.path]?.version != locals[$0.path]?.version }) {
+                    throw PullError(description: "\(moved.path) changed here while its update was staged")
+                }
                 knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
                 defer { knownStates = nil }
                 let done = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
@@ -481,7 +505,7 @@ final class FolderExchange: @unchecked Sendable {
                 clock.lap("record")
             }
         } catch {
-            logger.error("applying changes from \(link.device.short.hex) failed: \(error)")
+            logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
             cleanStaged(steps)
             return false
         }

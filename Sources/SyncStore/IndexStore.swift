@@ -203,6 +203,27 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// The chunk lists of live files with more than `chunks` chunks: the ones sent as pieces.
+    public func chunkLists(folder: Int64, longerThan chunks: Int) throws -> [[ChunkRef]] {
+        try writer.read { db in
+            try Data.fetchAll(db, sql: """
+                SELECT chunks FROM file WHERE folder = ? AND deleted = 0 AND length(chunks) > ?
+                """, arguments: [folder, chunks * ChunkListCodec.entrySize]).compactMap { ChunkListCodec.decode([UInt8]($0)) }
+        }
+    }
+
+    /// Forgets the folder's pieces whose id is not in `keep`; returns how many went.
+    @discardableResult
+    public func prunePieces(keeping keep: Set<ChunkID>, folder: Int64) throws -> Int {
+        try writer.write { db in
+            let stale = try Data.fetchAll(db, sql: "SELECT id FROM list_piece WHERE folder = ?", arguments: [folder])
+                .filter { ChunkID(bytes: [UInt8]($0)).map { !keep.contains($0) } ?? true }
+            let delete = try db.cachedStatement(sql: "DELETE FROM list_piece WHERE folder = ? AND id = ?")
+            for id in stale { try delete.execute(arguments: [folder, id]) }
+            return stale.count
+        }
+    }
+
     public func remoteManifestCount(folder: Int64) throws -> Int {
         try writer.read { db in
             try Int.fetchOne(db, sql: "SELECT count(*) FROM remote_manifest WHERE folder = ?", arguments: [folder]) ?? 0

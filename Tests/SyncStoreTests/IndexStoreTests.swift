@@ -30,6 +30,25 @@ final class IndexStoreTests: XCTestCase {
         XCTAssertEqual(try store.folders().map(\.path), ["/data"])
     }
 
+    func test_pieces_areKeptByID_andPrunedToTheOnesInUse() throws {
+        let p1 = chunk(1, 1).id, p2 = chunk(2, 1).id
+        try store.storePieces([(p1, [1, 2, 3]), (p2, [4])], folder: folder.id)
+        try store.storePieces([(p1, [1, 2, 3])], folder: folder.id)   // idempotent
+        XCTAssertEqual(try store.pieces([p1, p2, chunk(3, 1).id], folder: folder.id), [p1: [1, 2, 3], p2: [4]])
+        XCTAssertEqual(try store.prunePieces(keeping: [p2], folder: folder.id), 1)
+        XCTAssertEqual(try store.pieces([p1, p2], folder: folder.id), [p2: [4]])
+
+        // Only live files with long lists are listed for the pruner.
+        let long = (0..<200).map { chunk(UInt64($0) + 10, 1) }
+        try store.recordLocalChanges([
+            .present(path: "big", metadata: meta(size: 200), chunks: long),
+            .present(path: "small", metadata: meta(size: 10), chunks: [chunk(1, 10)]),
+        ], folder: folder.id, device: device)
+        XCTAssertEqual(try store.chunkLists(folder: folder.id, longerThan: 128), [long])
+        try store.recordLocalChanges([.removed(path: "big")], folder: folder.id, device: device)
+        XCTAssertEqual(try store.chunkLists(folder: folder.id, longerThan: 128), [])
+    }
+
     func test_recordLocalChanges_shouldBumpSequenceAndVersionPerChange() throws {
         let seq = try store.recordLocalChanges([
             .present(path: "a", metadata: meta(size: 10), chunks: [chunk(1, 10)]),
