@@ -1,0 +1,373 @@
+@preconcurrency import Crypto
+import Foundation
+import Logging
+import SyncCore
+import SyncFS
+import SyncReplication
+import SyncSecurity
+import SyncStore
+import SyncWire
+
+/// Planning and applying a manifest's entries (Protocol/wire.md, "Replication" 4–6): decisions
+/// from `GlobalState`, staging (FolderExchange+Pull.swift), then one placement pass between scans.
+extension FolderExchange {
+    enum Step {
+        case directory(FileEntry)
+        case file(FileEntry, staged: String)
+        case symlink(FileEntry)
+        case delete(FileEntry)
+        /// The remote version lost a conflict: keep its content beside ours.
+        case conflictCopy(FileEntry, staged: String, name: String)
+        /// The remote version of a symlink lost a conflict: keep the link beside ours.
+        case conflictLink(FileEntry, name: String)
+    }
+
+    /// The step that puts `entry` in place.
+    static func step(placing entry: FileEntry) -> Step {
+        if entry.deleted { return .delete(entry) }
+        switch entry.kind {
+        case .directory: return .directory(entry)
+        case .symlink: return .symlink(entry)
+        case .file: return .file(entry, staged: "")
+        }
+    }
+
+    /// Plans, stages and applies one manifest's entries; false if it must be retried later.
+    func apply(_ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> Bool {
+        guard let service, !service.isPaused else { return false }
+        var clock = StageClock()
+        let entries: [FileEntry]
+        do { entries = try resolvePieces(listed, from: link) } catch {
+            logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
+            lock.withLock { counters.pullError = "\(error)" }
+            return false
+        }
+        var steps: [Step] = []
+        var applied: [FileEntry] = []
+        var conflictsLocal: [String: String] = [:]   // path → conflict name for our losing version
+        let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
+        let needed = entries.map { remote in (remote, local: locals[remote.path]) }
+        let bytesNeeded = needed.reduce(Int64(0)) { $0 + ($1.0.deleted ? 0 : $1.0.metadata.size) }
+        lock.withLock { counters.needFiles += needed.count; counters.needBytes += bytesNeeded }
+        defer { lock.withLock { counters.needFiles -= needed.count; counters.needBytes -= bytesNeeded } }
+        do {
+            // SyncReplication's GlobalState decides each path from our entry and the origin's
+            // (the manifest's signature makes the origin a trusted writer); this loop only turns
+            // its decisions into steps. Conflict copies are capped by moving the oldest to the
+            // trash (`capConflictCopies`), so the planner itself never holds a conflict.
+            let state = GlobalState(trustedWriters: [origin], configuration: .init(maxConflictCopies: .max))
+            for (remote, local) in needed {
+                let resolution = state.resolve(path: remote.path, local: local, peers: [origin: remote])
+                var winner = remote
+                winner.version = resolution.mergedVersion
+                switch resolution.decision {
+                case .inSync, .localIsNewer:
+                    continue
+                case .recordMergedVersion:
+                    applied.append(winner)
+                case .need(let entry):
+                    winner = entry
+                    winner.version = resolution.mergedVersion
+                    if let local, !local.deleted, !winner.deleted, ConflictOrder.sameContent(local, winner),
+                       local.metadata.mtimeNs == winner.metadata.mtimeNs {
+                        applied.append(winner)   // only the history moved (say, our own version coming back merged)
+                    } else if local == nil && winner.deleted {
+                        applied.append(winner)   // a deletion of something we never had: remember it
+                    } else {
+                        steps.append(Self.step(placing: winner))
+                    }
+                case .conflict(let conflict):
+                    lock.withLock { counters.conflicts += 1 }
+                    logger.notice("conflict on \(remote.path): \(conflict.winnerIsLocal ? "our" : "the peer's") version wins")
+                    for loser in conflict.losers {
+                        // A conflict between two conflict copies keeps the loser beside it ("name 2"),
+                        // not as a copy of a copy.
+                        guard let copy = loser.copyName.map({ ConflictCopyName.original(of: remote.path) == nil ? $0 : remote.path })
+                        else { continue }
+                        if loser.isLocal {
+                            conflictsLocal[remote.path] = copy
+                        } else if loser.entry.kind == .symlink {
+                            steps.append(.conflictLink(loser.entry, name: copy))
+                        } else {
+                            steps.append(.conflictCopy(loser.entry, staged: "", name: copy))
+                        }
+                    }
+                    // The winner keeps its own vector (GlobalState, rule 5): nothing to record
+                    // when it is ours already.
+                    if !conflict.winnerIsLocal {
+                        winner = conflict.winner
+                        winner.version = resolution.mergedVersion
+                        steps.append(Self.step(placing: winner))
+                    }
+                case .conflictHeld(let hold):
+                    logger.warning("conflict on \(remote.path) held: \(hold)")
+                case .refused(let problem):
+                    logger.warning("refused \(remote.path.debugDescription) from \(String(origin, radix: 16)): \(problem)")
+                }
+            }
+            waitForAnnouncedPeers(before: steps)
+            clock.lap("plan")
+            try stageAll(&steps, from: link, clock: &clock)
+            clock.lap("stage")
+        } catch {
+            logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
+            lock.withLock { counters.pullError = "\(error)" }
+            cleanStaged(steps)
+            if "\(error)" == "disk full" { service.pauseForFullDisk(needed: bytesNeeded) }
+            return false
+        }
+        guard !steps.isEmpty || !applied.isEmpty else { return true }
+        // A few files were fsynced as they were staged; many small ones are flushed at once here.
+        let syncEach = Self.syncsEachFile(steps)
+        if !syncEach { flush() }
+        clock.lap("flush")
+        do {
+            try service.exclusive {
+                clock.lap("wait")
+                // The plan was made against the index as it was before staging; a scan may have
+                // recorded a local edit since. Placing now would overwrite that edit unseen, so
+                // plan again instead (the batch is retried against the new local versions).
+                let current = try store.entries(folder: record.id, paths: entries.map(\.path))
+                if let moved = entries.first(where: { current[$0.path]?.version != locals[$0.path]?.version }) {
+                    throw PullError(description: "\(moved.path) changed here while its update was staged")
+                }
+                knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
+                defer { knownStates = nil }
+                let done = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
+                clock.lap("place")
+                let stats = (applied + done).map { e -> (entry: FileEntry, stat: FileMetadata) in
+                    let fs = POSIXFileSystem(root: record.path)
+                    let m = (e.deleted ? nil : (try? fs.metadata(e.path)) ?? nil) ?? e.metadata
+                    return (e, m)
+                }
+                try store.recordRemoteEntries(stats, folder: record.id)
+                clock.lap("record")
+            }
+        } catch {
+            logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
+            cleanStaged(steps)
+            return false
+        }
+        logger.info("applied \(steps.count) changes from \(link.device.short.hex) in \(clock)")
+        lock.withLock { counters.pullError = nil }
+        pruneTrash()
+        lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
+        pushLocalChanges()   // pass them on to other peers (not back to this one)
+        return true
+    }
+
+    /// Renames staged files into place in one pass: directories first (shallow to deep), then
+    /// files, symlinks and conflict copies, deletions last (deep to shallow, into the trash).
+    func place(_ steps: [Step], conflictsLocal: [String: String], syncEach: Bool) throws -> [FileEntry] {
+        let root = record.path
+        var done: [FileEntry] = []
+        func depth(_ p: String) -> Int { p.split(separator: "/").count }
+        let trash = trashDirectoryNow()
+        let dirs = steps.compactMap { if case .directory(let e) = $0 { e } else { nil } }.sorted { depth($0.path) < depth($1.path) }
+        for e in dirs {
+            try FileManager.default.createDirectory(atPath: root + "/" + e.path, withIntermediateDirectories: true)
+            chmod(root + "/" + e.path, mode_t(e.metadata.mode & 0o7777))
+            done.append(e)
+        }
+        for step in steps {
+            switch step {
+            case let .file(e, staged):
+                let target = root + "/" + e.path
+                try ensureParent(e.path)
+                // An edit on disk that no scan has seen yet is kept first, named after itself.
+                let unindexed = try keepUnindexedEdit(e.path)
+                if !unindexed, let name = conflictsLocal[e.path], Self.exists(target) {
+                    try renameWithoutReplacing(target, to: name)
+                }
+                guard rename(staged, target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                done.append(e)
+            case let .conflictCopy(_, staged, name):
+                try ensureParent(name)
+                try renameWithoutReplacing(staged, to: name)
+            case let .conflictLink(e, name):
+                try ensureParent(name)
+                try renameWithoutReplacing(try makeLink(e), to: name)
+            case .symlink(let e):
+                try ensureParent(e.path)
+                guard rename(try makeLink(e), root + "/" + e.path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+                done.append(e)
+            case .directory, .delete:
+                break
+            }
+        }
+        let deletions = steps.compactMap { if case .delete(let e) = $0 { e } else { nil } }.sorted { depth($0.path) > depth($1.path) }
+        for e in deletions {
+            let target = root + "/" + e.path
+            var st = stat()
+            if lstat(target, &st) == 0 {
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    if rmdir(target) != 0 { continue }   // not empty: something unknown is inside, keep it
+                } else {
+                    try keepUnindexedEdit(e.path, orTrashTo: trash)
+                }
+            }
+            done.append(e)
+        }
+        if syncEach {
+            // The directories whose entries changed, rather than the whole file system.
+            var dirs: Set<String> = [root + "/.syncd/trash", trash]
+            for step in steps {
+                switch step {
+                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): dirs.insert(root + "/" + RelativePath.parent(of: e.path))
+                case .conflictCopy(_, _, let name), .conflictLink(_, let name): dirs.insert(root + "/" + RelativePath.parent(of: name))
+                }
+            }
+            for e in conflictsLocal.values { dirs.insert(root + "/" + RelativePath.parent(of: e)) }
+            for dir in dirs { Self.fsyncPath(dir) }
+        } else {
+            flush()
+        }
+        return done
+    }
+
+    /// Batches of up to this many files are made durable file by file (fsync as each is staged,
+    /// then the directories that changed); bigger ones with one `syncfs` before and after placing.
+    /// `syncfs` flushes everything dirty on the file system — other applications' writes too — so
+    /// it is kept for batches of many small files, where one flush beats hundreds.
+    static let perFileSyncLimit = 32
+
+    static func syncsEachFile(_ steps: [Step]) -> Bool {
+        steps.lazy.filter { if case .directory = $0 { false } else { true } }.count <= perFileSyncLimit
+    }
+
+    static func fsyncPath(_ path: String) {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+
+    /// `e`'s symlink, made under `.syncd/tmp/` (never followed), ready to be renamed into place.
+    func makeLink(_ e: FileEntry) throws -> String {
+        let temp = record.path + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
+        try? FileManager.default.createDirectory(atPath: record.path + "/.syncd/tmp", withIntermediateDirectories: true)
+        guard symlink(e.metadata.symlinkTarget ?? "", temp) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        return temp
+    }
+
+    /// Before replacing or deleting a path: if the file on disk is not what the index says (an
+    /// edit not scanned yet), move it aside as a conflict copy instead of losing it; if it is,
+    /// move it to the trash when `trash` is given.
+    /// Returns true when it moved an unindexed edit aside.
+    @discardableResult
+    func keepUnindexedEdit(_ path: String, orTrashTo trash: String? = nil) throws -> Bool {
+        let root = record.path
+        let fs = POSIXFileSystem(root: root)
+        guard let disk = try fs.metadata(path) else { return false }
+        let indexed = try knownStates.map { $0[path] } ?? store.scanState(folder: record.id, path: path)
+        if let indexed, !indexed.deleted, disk.looksUnchanged(from: indexed.metadata) {
+            guard let trash else { return false }
+            try moveToTrash(path, trash)
+            return false
+        }
+        var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
+        local.version = VersionVector([.init(device: me, value: 1)])
+        let name = ConflictCopyName.original(of: path) != nil ? path : ConflictCopyName.make(for: path, loser: local) ?? path
+        try renameWithoutReplacing(root + "/" + path, to: name)
+        lock.withLock { counters.conflicts += 1 }
+        logger.notice("kept an unscanned local edit of \(path) as \(name)")
+        return true
+    }
+
+    /// Keeps at most `maxConflictCopies` conflict copies per file: the oldest go to the trash.
+    func capConflictCopies(of name: String) {
+        guard let marker = name.range(of: ".sync-conflict-") else { return }
+        let stem = String(name[..<marker.lowerBound])
+        let dir = RelativePath.parent(of: name)
+        let base = String(stem.split(separator: "/").last ?? "")
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: record.path + "/" + dir)) ?? [])
+            .filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
+        guard names.count >= maxConflictCopies else { return }
+        let trash = trashDirectoryNow()
+        for old in names.prefix(names.count - maxConflictCopies + 1) {
+            try? moveToTrash(RelativePath.join(dir, old), trash)
+        }
+    }
+
+    /// `.syncd/trash/<UTC time>`: where this moment's deletions and displaced copies go.
+    func trashDirectoryNow() -> String {
+        record.path + "/.syncd/trash/" + UTCTimestamp.compact(Int64(Date().timeIntervalSince1970 * 1e9))
+    }
+
+    /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).
+    func pruneTrash() {
+        let trash = record.path + "/.syncd/trash"
+        let cutoff = UTCTimestamp.compact(Int64((Date().timeIntervalSince1970 - trashRetention) * 1e9))
+        for stamp in (try? FileManager.default.contentsOfDirectory(atPath: trash)) ?? [] where stamp < cutoff {
+            try? FileManager.default.removeItem(atPath: trash + "/" + stamp)
+        }
+    }
+
+    /// Renames onto `name`, or onto `name` with " 2", " 3"… before the extension when something
+    /// else already has that name: a conflict copy never replaces another file.
+    func renameWithoutReplacing(_ from: String, to name: String) throws {
+        capConflictCopies(of: name)
+        let (stem, ext) = ConflictCopyName.split(String(name.split(separator: "/").last ?? ""))
+        var candidate = name
+        var n = 1
+        while Self.exists(record.path + "/" + candidate) {
+            n += 1
+            candidate = RelativePath.join(RelativePath.parent(of: name), "\(stem) \(n)\(ext)")
+        }
+        guard rename(from, record.path + "/" + candidate) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    }
+
+    /// Whether anything is at `path`, a dangling symlink included (never followed).
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    func moveToTrash(_ path: String, _ trash: String) throws {
+        try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
+        guard rename(record.path + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+    }
+
+    func ensureParent(_ path: String) throws {
+        let parent = RelativePath.parent(of: path)
+        if !parent.isEmpty { try FileManager.default.createDirectory(atPath: record.path + "/" + parent, withIntermediateDirectories: true) }
+    }
+
+    /// One `syncfs` for a batch of many files instead of one fsync per file.
+    func flush() {
+        let fd = open(record.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = linuxSyncfs(fd)
+        close(fd)
+    }
+
+    func cleanStaged(_ steps: [Step]) {
+        for step in steps {
+            switch step {
+            case .file(_, let staged), .conflictCopy(_, let staged, _): if !staged.isEmpty { unlink(staged) }
+            default: break
+            }
+        }
+    }
+}
+
+/// Where an apply spends its time, for the log line: "412 ms (plan 3, pull 120, …)".
+struct StageClock: CustomStringConvertible {
+    private var start = DispatchTime.now(), last = DispatchTime.now()
+    private var laps: [(String, UInt64)] = []
+
+    mutating func lap(_ name: String) {
+        let now = DispatchTime.now()
+        laps.append((name, (now.uptimeNanoseconds - last.uptimeNanoseconds) / 1_000_000))
+        last = now
+    }
+
+    var description: String {
+        let total = (DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000
+        return "\(total) ms (" + laps.map { "\($0.0) \($0.1)" }.joined(separator: ", ") + ")"
+    }
+}
+
+/// syncfs(2): Glibc's module map hides it behind _GNU_SOURCE.
+@_silgen_name("syncfs")
+private func linuxSyncfs(_ fd: Int32) -> Int32

@@ -1,0 +1,318 @@
+@preconcurrency import Crypto
+import Foundation
+import Logging
+import SyncCore
+import SyncFS
+import SyncReplication
+import SyncSecurity
+import SyncStore
+import SyncWire
+
+/// Getting chunks and chunk-list pieces: local copies first, then requests spread over the
+/// connected peers (small files' chunks requested ahead), verified, staged under `.syncd/tmp/`.
+extension FolderExchange {
+    /// A big pull right after start-up (a newcomer's first sync) should spread over every peer,
+    /// not only the first one whose session came up: wait up to a second for the sessions to
+    /// the other peers that announce the folder.
+    func waitForAnnouncedPeers(before steps: [Step]) {
+        let bytes = steps.reduce(Int64(0)) { total, step in
+            switch step {
+            case .file(let e, _), .conflictCopy(let e, _, _): total + e.metadata.size
+            default: total
+            }
+        }
+        guard bytes > 8 << 20, let announced = announcedPeers else { return }
+        let deadline = DispatchTime.now() + 1
+        while DispatchTime.now() < deadline {
+            let connected = lock.withLock { Set(links.values.filter { $0.access != nil }.map(\.device.short)) }
+            if announced().isSubset(of: connected) { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    static let prefetchWindow = 256
+    static let prefetchBudget = 64 << 20
+
+    /// Small files cost a round trip each when staged one by one; instead, request the chunks of
+    /// every small file of the batch ahead (up to `prefetchWindow` in flight, `prefetchBudget`
+    /// bytes in all) from a helper thread, while the stagers write the files whose chunks are in:
+    /// a batch of 1,000 × 4 KiB files costs a few round trips, and fetching overlaps writing.
+    /// Returns a function that stops the helper.
+    func prefetchSmallFiles(_ entries: [FileEntry], from link: PeerLink) -> @Sendable () -> Void {
+        // One read for where every chunk of the batch already is locally (renames, copies).
+        let all = entries.flatMap(\.chunks).map(\.id)
+        knownLocations = (try? store.locateChunks(all, folder: record.id)) ?? [:]
+        var wanted: [(ChunkRef, PendingRequest)] = []
+        var bytes = 0
+        for e in entries where e.metadata.size <= 1 << 20 {
+            for c in e.chunks where prefetched[c.id] == nil && knownLocations?[c.id] == nil {
+                guard bytes + Int(c.size) <= Self.prefetchBudget else { break }
+                bytes += Int(c.size)
+                let p = PendingRequest()
+                prefetched[c.id] = p
+                wanted.append((c, p))
+            }
+        }
+        guard !wanted.isEmpty else { return {} }
+        let stop = Flag(), window = DispatchSemaphore(value: Self.prefetchWindow), order = wanted
+        DispatchQueue.global().async { [self] in
+            for (chunk, p) in order {
+                // A peer that stopped answering: the stagers ask again, and other peers.
+                guard window.wait(timeout: .now() + Self.requestTimeout) == .success, !stop.isRaised else { return }
+                p.onDone = { window.signal() }
+                send(p, for: chunk, to: link)
+            }
+        }
+        return { stop.raise() }
+    }
+
+    /// Stages every file of the batch, four at a time: while one file waits for its chunks the
+    /// others are verified and written, and file creation (a kernel cost that dominates small
+    /// files) runs in parallel in four directories.
+    func stageAll(_ steps: inout [Step], from link: PeerLink, clock: inout StageClock) throws {
+        let jobs = steps.indices.filter { i in
+            switch steps[i] {
+            case .file, .conflictCopy: true
+            default: false
+            }
+        }
+        guard !jobs.isEmpty else { return }
+        let snapshot = steps
+        let stopPrefetch = prefetchSmallFiles(jobs.compactMap { i -> FileEntry? in
+            switch snapshot[i] {
+            case .file(let e, _), .conflictCopy(let e, _, _): e
+            default: nil
+            }
+        }, from: link)
+        clock.lap("plan pulls")
+        defer { stopPrefetch(); prefetched = [:]; knownLocations = nil }
+        let results = Lock()
+        var staged: [Int: String] = [:]
+        var failure: Error?
+        var next = 0
+        let workers = min(4, jobs.count), syncEach = Self.syncsEachFile(steps)
+        let dirs = try (0..<workers).map(stagingDirectory)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            while true {
+                let job: Int? = results.withLock {
+                    guard failure == nil, next < jobs.count else { return nil }
+                    defer { next += 1 }
+                    return jobs[next]
+                }
+                guard let i = job else { return }
+                let entry: FileEntry
+                switch snapshot[i] {
+                case .file(let e, _), .conflictCopy(let e, _, _): entry = e
+                default: continue
+                }
+                do {
+                    let path = try stage(entry, in: dirs[worker], from: link, syncEach: syncEach)
+                    results.withLock { staged[i] = path }
+                } catch {
+                    results.withLock { if failure == nil { failure = error } }
+                }
+            }
+        }
+        for (i, path) in staged {
+            switch steps[i] {
+            case .file(let e, _): steps[i] = .file(e, staged: path)
+            case .conflictCopy(let e, _, let name): steps[i] = .conflictCopy(e, staged: path, name: name)
+            default: break
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    struct PullError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Where staging worker `k` writes: one directory per worker, because creating a file holds
+    /// its directory's lock — two workers in one directory wait on each other (on this test
+    /// machine's ext4 the wait was a fifth of the receiver's CPU in the `small` benchmark).
+    func stagingDirectory(_ worker: Int) throws -> String {
+        let dir = record.path + "/.syncd/tmp/\(worker)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Staged files a crash left behind (never renamed into place) are thrown away at start-up.
+    static func clearStaging(_ folder: String) {
+        try? FileManager.default.removeItem(atPath: folder + "/.syncd/tmp")
+    }
+
+    /// Writes `entry`'s content to a new temp file in `dir` (under `.syncd/tmp/`): chunks found in
+    /// local files are copied, the rest requested from `link`, up to `requestWindow` at a time;
+    /// every chunk is checked against its keyed id. Returns the temp path.
+    func stage(_ entry: FileEntry, in dir: String, from link: PeerLink, syncEach: Bool) throws -> String {
+        guard let ids else { throw PullError(description: "no chunk-id key") }
+        let temp = dir + "/pull-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        var ok = false
+        defer {
+            close(fd)
+            if !ok { unlink(temp) }
+        }
+        var requested: [Int: (PendingRequest, PeerLink)] = [:]
+        var nextToRequest = 0
+        var offset: Int64 = 0
+        var local: [Int: [UInt8]] = [:]
+        var flushedTo: Int64 = 0
+        for (i, chunk) in entry.chunks.enumerated() {
+            while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow && local.count < Self.requestWindow {
+                let c = entry.chunks[nextToRequest]
+                if prefetched[c.id] != nil {
+                    // fetched ahead with the rest of the batch
+                } else if let bytes = localChunk(c) {
+                    local[nextToRequest] = bytes
+                } else {
+                    // Spread over every connected peer (the sender first in turn), retried elsewhere below.
+                    let sources = self.sources(preferring: link)
+                    let source = sources[nextToRequest % sources.count]
+                    requested[nextToRequest] = (request(c, from: source), source)
+                }
+                nextToRequest += 1
+            }
+            var bytes = local.removeValue(forKey: i)
+            if bytes == nil, let (p, source) = requested.removeValue(forKey: i) ?? prefetched[chunk.id].map({ ($0, link) }) {
+                // Timed out, refused or unreadable: ask the other peers, one at a time.
+                bytes = receive(p, from: source, chunk) ?? fetch(chunk, preferring: link, skipping: source)
+                if bytes == nil { throw PullError(description: "chunk \(chunk.id) did not arrive from any peer") }
+            }
+            guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
+                throw PullError(description: "chunk \(chunk.id) failed verification")
+            }
+            // pwrite may write part of the buffer (a file system filling up); the next call says why.
+            var done = 0
+            while done < data.count {
+                let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+                if n > 0 { done += n; continue }
+                let code = n < 0 ? errno : ENOSPC
+                if code == EINTR { continue }
+                throw code == ENOSPC || code == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: code) ?? .EIO)
+            }
+            offset += Int64(data.count)
+            // Write-behind: start writing each 8 MiB to disk now, so the batch's final syncfs finds
+            // little left to do and the disk works while the network does.
+            if offset - flushedTo >= 8 << 20 {
+                _ = linuxSyncFileRange(fd, flushedTo, offset - flushedTo, 2 /* SYNC_FILE_RANGE_WRITE */)
+                flushedTo = offset
+            }
+        }
+        fchmod(fd, mode_t(entry.metadata.mode & 0o7777))
+        let mtime = timespec(tv_sec: Int(entry.metadata.mtimeNs / 1_000_000_000), tv_nsec: Int(entry.metadata.mtimeNs % 1_000_000_000))
+        var times = [mtime, mtime]
+        futimens(fd, &times)
+        if syncEach && fsync(fd) != 0 {
+            throw errno == ENOSPC || errno == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: errno) ?? .EIO)
+        }
+        ok = true
+        return temp
+    }
+
+    /// The entries with their full chunk lists: pieces this folder holds are read from the index,
+    /// the rest requested from the peers (all at once, then one by one from the next peer for any
+    /// that failed), verified against their keyed ids, and kept.
+    func resolvePieces(_ listed: [ManifestEntry], from link: PeerLink) throws -> [FileEntry] {
+        let refs = listed.flatMap { $0.pieces ?? [] }
+        guard !refs.isEmpty else { return listed.map(\.entry) }
+        guard ids != nil else { throw PullError(description: "no chunk-id key") }
+        var have = try store.pieces(refs.map(\.id), folder: record.id)
+        var missing: [ChunkListPieces.Ref] = []
+        var seen: Set<ChunkID> = []
+        for r in refs where have[r.id] == nil && seen.insert(r.id).inserted { missing.append(r) }
+        if !missing.isEmpty {
+            let sources = self.sources(preferring: link)
+            let asked = missing.enumerated().map { i, r in (r, request(r.chunk, from: sources[i % sources.count]), sources[i % sources.count]) }
+            var fetched: [(id: ChunkID, bytes: [UInt8])] = []
+            for (ref, p, source) in asked {
+                guard let piece = receive(p, from: source, ref.chunk) ?? fetch(ref.chunk, preferring: link, skipping: source) else { throw PullError(description: "chunk-list piece \(ref.id) did not arrive from any peer") }
+                fetched.append((ref.id, piece))
+                have[ref.id] = piece
+            }
+            try store.storePieces(fetched, folder: record.id)
+        }
+        return try listed.map { m in
+            try m.resolved(with: (m.pieces ?? []).map { r in try ChunkListPieces.decode(have[r.id] ?? [], as: r) })
+        }
+    }
+
+    /// One chunk from the first peer (other than `skipping`) that serves it intact, asking one at a time.
+    func fetch(_ chunk: ChunkRef, preferring link: PeerLink, skipping: PeerLink? = nil) -> [UInt8]? {
+        for source in sources(preferring: link) where source !== skipping {
+            if let plain = receive(request(chunk, from: source), from: source, chunk) { return plain }
+        }
+        return nil
+    }
+
+    /// Waits for the answer to a request: the chunk's plaintext if it arrived, opens (storage
+    /// peers send sealed chunks) and matches its keyed id; nil if it timed out, was refused or is wrong.
+    func receive(_ p: PendingRequest, from source: PeerLink, _ chunk: ChunkRef) -> [UInt8]? {
+        guard let ids, p.wait(Self.requestTimeout), let data = p.bytes else { return nil }
+        guard let plain = opened(data, from: source, ids: ids), plain.count == Int(chunk.size), ids.chunkID(plain) == chunk.id else { return nil }
+        return plain
+    }
+
+    /// Peers to fetch from: `link` first, then every other connected peer that can serve plaintext
+    /// or (storage) sealed chunks we can open.
+    func sources(preferring link: PeerLink) -> [PeerLink] {
+        let others = lock.withLock { links.values.filter { $0 !== link && $0.access != nil } }
+        return [link] + others.sorted { $0.device.short < $1.device.short }
+    }
+
+    /// Plaintext of what a peer sent: storage peers send sealed chunks (signature checked, then
+    /// decrypted and unpadded); nil if it does not open.
+    func opened(_ data: [UInt8], from source: PeerLink, ids: ChunkHasher) -> [UInt8]? {
+        guard lock.withLock({ source.access == .storage }) else { return data }
+        guard let chunkKey = keys.chunkKey, let sealed = try? SealedChunk(decoding: data) else { return nil }
+        return try? sealed.open(chunkKey: chunkKey, ids: ids, folderKey: folderKey)
+    }
+
+    /// A chunk's bytes from a local file that has it, verified (the file may have changed).
+    func localChunk(_ chunk: ChunkRef) -> [UInt8]? {
+        let location = knownLocations.map { $0[chunk.id] } ?? ((try? store.locateChunk(chunk.id, folder: record.id)) ?? nil)
+        guard let ids, let at = location else { return nil }
+        guard let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(chunk.size)),
+              ids.chunkID(data) == chunk.id else { return nil }
+        return data
+    }
+
+    static func read(_ path: String, offset: Int64, count: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: count)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+        return n == count ? out : nil
+    }
+
+    func request(_ chunk: ChunkRef, from link: PeerLink) -> PendingRequest {
+        let p = PendingRequest()
+        send(p, for: chunk, to: link)
+        return p
+    }
+
+    func send(_ p: PendingRequest, for chunk: ChunkRef, to link: PeerLink) {
+        let id: UInt32 = lock.withLock {
+            nextRequest &+= 1
+            pending[nextRequest] = p
+            return nextRequest
+        }
+        link.send(.request(id: id, chunk: chunk.id, size: chunk.size))
+    }
+
+    func complete(_ id: UInt32, _ bytes: [UInt8]?) {
+        guard let p = lock.withLock({ () -> PendingRequest? in
+            counters.bytesIn += Int64(bytes?.count ?? 0)
+            return pending.removeValue(forKey: id)
+        }) else { return }
+        p.bytes = bytes
+        p.done.signal()
+        p.onDone?()
+    }
+}
+
+/// sync_file_range(2): Glibc's module map hides it behind _GNU_SOURCE.
+@_silgen_name("sync_file_range")
+private func linuxSyncFileRange(_ fd: Int32, _ offset: Int64, _ count: Int64, _ flags: UInt32) -> Int32
