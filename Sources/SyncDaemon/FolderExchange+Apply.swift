@@ -106,6 +106,8 @@ extension FolderExchange {
                 }
             }
             waitForAnnouncedPeers(before: steps)
+            renames = Self.renames(in: steps, locals: locals)
+            defer { renames = [:] }
             clock.lap("plan")
             try stageAll(&steps, from: link, clock: &clock)
             clock.lap("stage")
@@ -196,9 +198,16 @@ extension FolderExchange {
             }
         }
         let deletions = steps.compactMap { if case .delete(let e) = $0 { e } else { nil } }.sorted { depth($0.path) > depth($1.path) }
+        let movedAway = Dictionary(renames.map { ($0.value.path, $0.key) }, uniquingKeysWith: { a, _ in a })
         for e in deletions {
             let target = root + "/" + e.path
             var st = stat()
+            if let newName = movedAway[e.path], Self.sameFile(target, root + "/" + newName) {
+                // Renamed: the content lives on under its new name (one inode), nothing to trash.
+                unlink(target)
+                done.append(e)
+                continue
+            }
             if lstat(target, &st) == 0 {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
                     if rmdir(target) != 0 { continue }   // not empty: something unknown is inside, keep it
@@ -223,6 +232,31 @@ extension FolderExchange {
             flush()
         }
         return done
+    }
+
+    /// Files the batch creates whose content, mode and mtime are exactly those of a local file
+    /// the same batch deletes: a rename or move on the peer (target → the local entry).
+    static func renames(in steps: [Step], locals: [String: FileEntry]) -> [String: FileEntry] {
+        var deleted: [[ChunkRef]: FileEntry] = [:]
+        for case .delete(let e) in steps {
+            if let local = locals[e.path], !local.deleted, local.kind == .file, !local.chunks.isEmpty { deleted[local.chunks] = local }
+        }
+        guard !deleted.isEmpty else { return [:] }
+        var out: [String: FileEntry] = [:]
+        var used: Set<String> = []
+        for case .file(let e, _) in steps {
+            guard let source = deleted[e.chunks], !used.contains(source.path), source.metadata.mode == e.metadata.mode,
+                  source.metadata.mtimeNs == e.metadata.mtimeNs else { continue }
+            used.insert(source.path)
+            out[e.path] = source
+        }
+        return out
+    }
+
+    /// Whether two paths name one inode (never following symlinks).
+    static func sameFile(_ a: String, _ b: String) -> Bool {
+        var sa = stat(), sb = stat()
+        return lstat(a, &sa) == 0 && lstat(b, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev
     }
 
     /// Batches of up to this many files are made durable file by file (fsync as each is staged,

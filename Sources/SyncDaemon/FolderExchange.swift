@@ -111,6 +111,9 @@ final class FolderExchange: @unchecked Sendable {
     var prefetched: [ChunkID: PendingRequest] = [:]
     var knownLocations: [ChunkID: ChunkLocation]?
     var knownStates: [String: (metadata: FileMetadata, deleted: Bool)]?
+    /// Files of the batch that are renames of a local file the batch deletes (target → that
+    /// file's index entry): staged as a hard link instead of a copy.
+    var renames: [String: FileEntry] = [:]
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
          trashDays: Double = 30, maxConflicts: Int = 10) throws {

@@ -105,9 +105,9 @@ public final class FolderScanner {
         var seen = Set<String>()
         var unreadable: [String] = []
 
-        func flush() throws {
+        func flush(with extra: [LocalChange] = []) throws {
             if isCancelled() { throw ScanError.cancelled }
-            let batch = hashAll(pending, report: &report)
+            let batch = hashAll(pending, report: &report) + extra
             pending.removeAll(keepingCapacity: true)
             pendingBytes = 0
             if !batch.isEmpty {
@@ -159,8 +159,6 @@ public final class FolderScanner {
                 }
             }
         }
-        try flush()
-
         // Whatever the index holds under a scanned root that the walk did not see is gone,
         // unless it is now ignored (new rules never delete on other peers) or was unreadable.
         var removed: [LocalChange] = []
@@ -175,6 +173,13 @@ public final class FolderScanner {
         }
         // Children before parents, so an applied batch never removes a non-empty directory.
         removed.sort { $0.path.utf8.count > $1.path.utf8.count }
+        // The last changes found and the removals go out together when they fit one batch: a
+        // rename or move is then one transaction, so peers see both halves in one manifest.
+        if pending.count + removed.count <= options.batchSize {
+            try flush(with: removed)
+            return report
+        }
+        try flush()
         for start in stride(from: 0, to: removed.count, by: options.batchSize) {
             if isCancelled() { throw ScanError.cancelled }
             let batch = Array(removed[start..<min(start + options.batchSize, removed.count)])

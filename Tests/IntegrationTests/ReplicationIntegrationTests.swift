@@ -264,8 +264,9 @@ extension ReplicationIntegrationTests {
 }
 
 extension ReplicationIntegrationTests {
-    /// Renaming a 32 MiB file costs B neither chunks (copied from the old name) nor its chunk list
-    /// (named by pieces B already holds): a few hundred bytes of manifest, not 18 KB of list.
+    /// Renaming a 32 MiB file costs B neither chunks (the old name is hard-linked to the new) nor
+    /// its chunk list (named by pieces B already holds): a few hundred bytes of manifest, not 18 KB
+    /// of list.
     func test_renameOfABigFile_transfersNoChunksAndNoChunkList() throws {
         let (d, _) = try cluster(2, name: "ren")
         let content = noise(32 << 20, seed: 5)
@@ -281,6 +282,9 @@ extension ReplicationIntegrationTests {
         XCTAssertFalse(FileManager.default.fileExists(atPath: d[1].root + "/data/db.bin"))
         let cost = try received(d[1]) - before
         XCTAssertLessThan(cost, 4096, "the rename cost \(cost) bytes")
+        // B renamed its file too (staged as a hard link): nothing went to the trash.
+        let trash = (try? FileManager.default.subpathsOfDirectory(atPath: d[1].root + "/data/.syncd/trash")) ?? []
+        XCTAssertFalse(trash.contains { $0.hasSuffix("db.bin") }, "a rename is not a deletion: \(trash)")
     }
 
     /// B's folder lives on a 4 MiB tmpfs; A shares 10 MiB. B pauses with "disk full", loses and

@@ -53,6 +53,16 @@ final class FolderScannerTests: XCTestCase {
         XCTAssertEqual(lc, [])
     }
 
+    func test_rename_isOneBatch_soPeersSeeBothHalvesTogether() throws {
+        fs.write("old.bin", random(100_000, seed: 9))
+        try scan()
+        fs.rename("old.bin", "new.bin")
+        var batches: [[LocalChange]] = []
+        _ = try scanner.scan(roots: ["old.bin", "new.bin"], baseline: SnapshotBaseline(index), ignore: .empty) { batches.append($0) }
+        XCTAssertEqual(batches.count, 1)
+        XCTAssertEqual(batches.first?.map(\.path), ["new.bin", "old.bin"])
+    }
+
     func test_rescan_shouldReportNothingWhenUnchanged() throws {
         fs.write("a", [1, 2, 3])
         fs.write("d/b", [4])
