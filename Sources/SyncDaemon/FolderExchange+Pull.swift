@@ -236,7 +236,10 @@ extension FolderExchange {
         for r in refs where have[r.id] == nil && seen.insert(r.id).inserted { missing.append(r) }
         if !missing.isEmpty {
             let sources = self.sources(preferring: link)
-            let asked = missing.enumerated().map { i, r in (r, request(r.chunk, from: sources[i % sources.count]), sources[i % sources.count]) }
+            let asked = missing.enumerated().map { i, r in
+                let source = sources[i % sources.count]
+                return (r, request(r.chunk, from: source), source)
+            }
             var fetched: [(id: ChunkID, bytes: [UInt8])] = []
             for (ref, p, source) in asked {
                 guard let piece = receive(p, from: source, ref.chunk) ?? fetch(ref.chunk, preferring: link, skipping: source) else { throw PullError(description: "chunk-list piece \(ref.id) did not arrive from any peer") }

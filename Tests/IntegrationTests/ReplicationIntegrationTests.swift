@@ -237,6 +237,13 @@ extension ReplicationIntegrationTests {
         return (f?.bytesIn ?? 0, f?.bytesOut ?? 0)
     }
 
+    /// Writes `content` outside `h`'s folder, then renames it in as `name`: the daemon only ever
+    /// sees the complete file.
+    func drop(_ content: Data, as name: String, into h: DaemonHarness, file: StaticString = #filePath, line: UInt = #line) throws {
+        try content.write(to: URL(fileURLWithPath: h.root + "/big.tmp"))
+        XCTAssertEqual(rename(h.root + "/big.tmp", h.root + "/data/" + name), 0, file: file, line: line)
+    }
+
     /// `bytes` of pseudo-random data (an LCG), so no two chunks are alike.
     func noise(_ bytes: Int, seed: UInt64) -> Data {
         var x = seed
@@ -247,8 +254,7 @@ extension ReplicationIntegrationTests {
     func test_pull_spreadsAcrossPeers() throws {
         let (d, secret) = try cluster(2, name: "spread")
         let content = noise(24 << 20, seed: 7)
-        try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
-        XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/big.bin"), 0)
+        try drop(content, as: "big.bin", into: d[0])
         try waitInSync(d[0])
         func sent(_ h: DaemonHarness) throws -> Int64 { try traffic(h).bytesOut }
         let before = try d.map(sent)
@@ -270,8 +276,7 @@ extension ReplicationIntegrationTests {
     func test_renameOfABigFile_transfersNoChunksAndNoChunkList() throws {
         let (d, _) = try cluster(2, name: "ren")
         let content = noise(32 << 20, seed: 5)
-        try content.write(to: URL(fileURLWithPath: d[0].root + "/big.tmp"))
-        XCTAssertEqual(rename(d[0].root + "/big.tmp", d[0].root + "/data/db.bin"), 0)
+        try drop(content, as: "db.bin", into: d[0])
         try waitInSync(d[0])
         func received(_ h: DaemonHarness) throws -> Int64 { try traffic(h).bytesIn }
         let before = try received(d[1])
@@ -313,8 +318,7 @@ extension ReplicationIntegrationTests {
         let secret = String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
         XCTAssertEqual(try b.cli(["add", mountpoint, "--secret", secret]).status, 0)
         let content = noise(10 << 20, seed: 3)
-        try content.write(to: URL(fileURLWithPath: a.root + "/big.tmp"))
-        XCTAssertEqual(rename(a.root + "/big.tmp", a.root + "/data/big.bin"), 0)
+        try drop(content, as: "big.bin", into: a)
         var deadline = Date().addingTimeInterval(20)
         var status = ""
         while Date() < deadline && !status.contains("disk full") {
