@@ -36,6 +36,7 @@ extension FolderExchange {
     func apply(_ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> Bool {
         guard let service, !service.isPaused else { return false }
         var clock = StageClock()
+        defer { renames = [:] }
         let entries: [FileEntry]
         do { entries = try resolvePieces(listed, from: link) } catch {
             logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
@@ -106,8 +107,7 @@ extension FolderExchange {
                 }
             }
             waitForAnnouncedPeers(before: steps)
-            renames = Self.renames(in: steps, locals: locals)
-            defer { renames = [:] }
+            renames = Self.renames(in: steps, locals: locals)   // read by stage() and place(), cleared on return
             clock.lap("plan")
             try stageAll(&steps, from: link, clock: &clock)
             clock.lap("stage")

@@ -119,13 +119,17 @@ public final class FolderScanner {
         func consider(_ path: String, _ m: FileMetadata) throws {
             seen.insert(path)
             if let old = baseline.state(of: path), !old.deleted, m.looksUnchanged(from: old.metadata) { return }
+            // A batch is cut before the file that would take it past `batchBytes`, not after: the
+            // last file found stays pending, so the removals found after the walk can join it
+            // (a renamed big file is one batch).
+            if m.kind == .file && !pending.isEmpty && pendingBytes + m.size > options.batchBytes { try flush() }
             if m.kind == .file {
                 pending.append(.hash(path: path, metadata: m))
                 pendingBytes += m.size
             } else {
                 pending.append(.ready(.present(path: path, metadata: m, chunks: [])))
             }
-            if pending.count >= options.batchSize || pendingBytes >= options.batchBytes { try flush() }
+            if pending.count >= options.batchSize { try flush() }
         }
 
         for root in Self.minimalRoots(roots) {

@@ -290,6 +290,9 @@ extension ReplicationIntegrationTests {
         // B renamed its file too (staged as a hard link): nothing went to the trash.
         let trash = (try? FileManager.default.subpathsOfDirectory(atPath: d[1].root + "/data/.syncd/trash")) ?? []
         XCTAssertFalse(trash.contains { $0.hasSuffix("db.bin") }, "a rename is not a deletion: \(trash)")
+        sleep(1)   // let B's scanner look at what the apply placed: nothing may look like a local edit
+        XCTAssertEqual(Array(tree(d[1].root + "/data").keys), ["db-renamed.bin"], "no conflict copy, nothing else")
+        XCTAssertEqual(tree(d[0].root + "/data"), tree(d[1].root + "/data"))
     }
 
     /// B's folder lives on a 4 MiB tmpfs; A shares 10 MiB. B pauses with "disk full", loses and

@@ -61,6 +61,23 @@ final class FolderScannerTests: XCTestCase {
         _ = try scanner.scan(roots: ["old.bin", "new.bin"], baseline: SnapshotBaseline(index), ignore: .empty) { batches.append($0) }
         XCTAssertEqual(batches.count, 1)
         XCTAssertEqual(batches.first?.map(\.path), ["new.bin", "old.bin"])
+
+        // Also when the renamed file alone fills a batch's byte budget.
+        scanner.options.batchBytes = 1000
+        fs.rename("new.bin", "newer.bin")
+        batches = []
+        _ = try scanner.scan(roots: ["new.bin", "newer.bin"], baseline: SnapshotBaseline(index.merging(["new.bin": index["old.bin"]!]) { $1 }),
+                             ignore: .empty) { batches.append($0) }
+        XCTAssertEqual(batches.map { $0.map(\.path) }, [["newer.bin", "new.bin"]])
+        scanner.options.batchBytes = 256 << 20
+    }
+
+    func test_batchBytes_cutsBeforeTheFileThatWouldExceedIt() throws {
+        scanner.options.batchBytes = 150_000
+        for i in 0..<4 { fs.write("f\(i)", random(100_000, seed: UInt64(i + 1))) }
+        var batches: [[LocalChange]] = []
+        _ = try scanner.scan(roots: [""], baseline: SnapshotBaseline([:]), ignore: .empty) { batches.append($0) }
+        XCTAssertEqual(batches.map(\.count), [1, 1, 1, 1], "100 KB files under a 150 KB budget: one per batch")
     }
 
     func test_rescan_shouldReportNothingWhenUnchanged() throws {
