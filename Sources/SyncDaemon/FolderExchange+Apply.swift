@@ -121,9 +121,10 @@ extension FolderExchange {
         guard !steps.isEmpty || !applied.isEmpty else { return true }
         // A few files were fsynced as they were staged; many small ones are flushed at once here.
         let syncEach = Self.syncsEachFile(steps)
-        if !syncEach { flush() }
-        clock.lap("flush")
+        var failed: [(path: String, error: Error)] = []
         do {
+            if !syncEach { try flush() }
+            clock.lap("flush")
             try service.exclusive {
                 clock.lap("wait")
                 // The plan was made against the index as it was before staging; a scan may have
@@ -135,11 +136,11 @@ extension FolderExchange {
                 }
                 knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
                 defer { knownStates = nil }
-                let done = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
+                let placed = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
+                failed = placed.failed
                 clock.lap("place")
-                let stats = (applied + done).map { e -> (entry: FileEntry, stat: FileMetadata) in
-                    let fs = POSIXFileSystem(root: record.path)
-                    let m = (e.deleted ? nil : (try? fs.metadata(e.path)) ?? nil) ?? e.metadata
+                let stats = (applied + placed.done).map { e -> (entry: FileEntry, stat: FileMetadata) in
+                    let m = (e.deleted ? nil : (try? folder.metadata(e.path)) ?? nil) ?? e.metadata
                     return (e, m)
                 }
                 try store.recordRemoteEntries(stats, folder: record.id)
@@ -147,6 +148,14 @@ extension FolderExchange {
             }
         } catch {
             logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
+            lock.withLock { counters.pullError = "\(error)" }
+            cleanStaged(steps)
+            return false
+        }
+        if !failed.isEmpty {
+            // The rest of the batch is in place and recorded; these paths are retried with it.
+            for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(link.device.short.hex): \(f.error); will retry") }
+            lock.withLock { counters.pullError = failed.map { "\(RelativePath.display($0.path)): \($0.error)" }.joined(separator: "; ") }
             cleanStaged(steps)
             return false
         }
@@ -158,41 +167,63 @@ extension FolderExchange {
         return true
     }
 
-    /// Renames staged files into place in one pass: directories first (shallow to deep), then
-    /// files, symlinks and conflict copies, deletions last (deep to shallow, into the trash).
-    func place(_ steps: [Step], conflictsLocal: [String: String], syncEach: Bool) throws -> [FileEntry] {
-        let root = record.path
+    /// Puts staged files in place in one pass, every operation through `folder` (confined to the
+    /// folder, never following a symlink): directories first (shallow to deep, owner-writable
+    /// while their contents arrive), then files, symlinks and conflict copies, deletions (deep to
+    /// shallow, into the trash), and last the directories' own modes (deep to shallow), so a
+    /// read-only directory is read-only only once it is filled.
+    ///
+    /// Something of another kind at a path (a file where a directory goes, a directory or a symlink
+    /// where a file goes…) is moved to the trash whole, then the new object takes its place.
+    /// A path that cannot be placed is reported in `failed` and never stops the others.
+    func place(_ steps: [Step], conflictsLocal: [String: String], syncEach: Bool) throws -> (done: [FileEntry], failed: [(path: String, error: Error)]) {
         var done: [FileEntry] = []
-        func depth(_ p: String) -> Int { p.split(separator: "/").count }
+        var failed: [(path: String, error: Error)] = []
+        var failedPaths: Set<String> = []
+        func depth(_ p: String) -> Int { p.utf8.reduce(0) { $0 + ($1 == UInt8(ascii: "/") ? 1 : 0) } }
         let trash = trashDirectoryNow()
+        func attempt(_ path: String, _ body: () throws -> Void) {
+            do { try body() } catch {
+                failed.append((path, error))
+                failedPaths.insert(path)
+            }
+        }
         let dirs = steps.compactMap { if case .directory(let e) = $0 { e } else { nil } }.sorted { depth($0.path) < depth($1.path) }
         for e in dirs {
-            try FileManager.default.createDirectory(atPath: root + "/" + e.path, withIntermediateDirectories: true)
-            chmod(root + "/" + e.path, mode_t(e.metadata.mode & 0o7777))
-            done.append(e)
+            attempt(e.path) {
+                switch try folder.metadata(e.path)?.kind {
+                case .directory?: break
+                case nil: try folder.makeDirectory(e.path, mode: 0o700)
+                case .file?, .symlink?:
+                    try displace(e.path, trash: trash)
+                    try folder.makeDirectory(e.path, mode: 0o700)
+                }
+            }
         }
         for step in steps {
             switch step {
             case let .file(e, staged):
-                let target = root + "/" + e.path
-                try ensureParent(e.path)
-                // An edit on disk that no scan has seen yet is kept first, named after itself.
-                let unindexed = try keepUnindexedEdit(e.path)
-                if !unindexed, let name = conflictsLocal[e.path], Self.exists(target) {
-                    try renameWithoutReplacing(target, to: name)
+                attempt(e.path) {
+                    // An edit on disk that no scan has seen yet is kept first, named after itself.
+                    let unindexed = try keepUnindexedEdit(e.path)
+                    if !unindexed, let name = conflictsLocal[e.path], try folder.metadata(e.path) != nil {
+                        try renameWithoutReplacing(e.path, to: name)
+                    }
+                    if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
+                    try folder.rename(staged, to: e.path, replacing: true)
+                    done.append(e)
                 }
-                guard rename(staged, target) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-                done.append(e)
-            case let .conflictCopy(_, staged, name):
-                try ensureParent(name)
-                try renameWithoutReplacing(staged, to: name)
+            case let .conflictCopy(e, staged, name):
+                attempt(e.path) { try renameWithoutReplacing(staged, to: name) }
             case let .conflictLink(e, name):
-                try ensureParent(name)
-                try renameWithoutReplacing(try makeLink(e), to: name)
+                attempt(e.path) { try renameWithoutReplacing(try makeLink(e), to: name) }
             case .symlink(let e):
-                try ensureParent(e.path)
-                guard rename(try makeLink(e), root + "/" + e.path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-                done.append(e)
+                attempt(e.path) {
+                    let link = try makeLink(e)
+                    if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
+                    try folder.rename(link, to: e.path, replacing: true)
+                    done.append(e)
+                }
             case .directory, .delete:
                 break
             }
@@ -200,38 +231,56 @@ extension FolderExchange {
         let deletions = steps.compactMap { if case .delete(let e) = $0 { e } else { nil } }.sorted { depth($0.path) > depth($1.path) }
         let movedAway = Dictionary(renames.map { ($0.value.path, $0.key) }, uniquingKeysWith: { a, _ in a })
         for e in deletions {
-            let target = root + "/" + e.path
-            var st = stat()
-            if let newName = movedAway[e.path], Self.sameFile(target, root + "/" + newName) {
-                // Renamed: the content lives on under its new name (one inode), nothing to trash.
-                unlink(target)
-                done.append(e)
-                continue
-            }
-            if lstat(target, &st) == 0 {
-                if (st.st_mode & S_IFMT) == S_IFDIR {
-                    if rmdir(target) != 0 { continue }   // not empty: something unknown is inside, keep it
+            attempt(e.path) {
+                guard let disk = try folder.metadata(e.path) else { done.append(e); return }
+                if let newName = movedAway[e.path], let moved = try folder.metadata(newName), moved.kind == .file,
+                   disk.kind == .file, moved.inode == disk.inode {
+                    // Renamed: the content lives on under its new name (one inode), nothing to trash.
+                    try folder.remove(e.path)
+                } else if disk.kind == .directory {
+                    do { try folder.remove(e.path) } catch let error as FileSystemError where error.errno == ENOTEMPTY || error.errno == EEXIST {
+                        return   // something unknown is inside: keep it (and the directory)
+                    }
                 } else {
                     try keepUnindexedEdit(e.path, orTrashTo: trash)
                 }
+                done.append(e)
             }
-            done.append(e)
+        }
+        for e in dirs.reversed() where !failedPaths.contains(e.path) {
+            attempt(e.path) {
+                try folder.setMode(e.path, e.metadata.mode & 0o7777)
+                done.append(e)
+            }
         }
         if syncEach {
             // The directories whose entries changed, rather than the whole file system.
-            var dirs: Set<String> = [root + "/.syncd/trash", trash]
+            var touched: Set<String> = [".syncd/trash", trash]
             for step in steps {
                 switch step {
-                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): dirs.insert(root + "/" + RelativePath.parent(of: e.path))
-                case .conflictCopy(_, _, let name), .conflictLink(_, let name): dirs.insert(root + "/" + RelativePath.parent(of: name))
+                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): touched.insert(RelativePath.parent(of: e.path))
+                case .conflictCopy(_, _, let name), .conflictLink(_, let name): touched.insert(RelativePath.parent(of: name))
                 }
             }
-            for e in conflictsLocal.values { dirs.insert(root + "/" + RelativePath.parent(of: e)) }
-            for dir in dirs { Self.fsyncPath(dir) }
+            for e in conflictsLocal.values { touched.insert(RelativePath.parent(of: e)) }
+            for dir in touched { try? folder.synchronize(dir) }   // a directory a failed path never made
         } else {
-            flush()
+            try flush()
         }
-        return done
+        return (done, failed)
+    }
+
+    /// Moves whatever is at `path` — a directory with everything under it, a file, a symlink — to
+    /// the trash, so an object of another kind can take its place. An edit no scan has seen is
+    /// kept as a conflict copy instead (`keepUnindexedEdit`).
+    func displace(_ path: String, trash: String) throws {
+        guard let disk = try folder.metadata(path) else { return }
+        if disk.kind == .directory {
+            try moveToTrash(path, trash)
+        } else {
+            try keepUnindexedEdit(path, orTrashTo: trash)
+        }
+        logger.notice("\(RelativePath.display(path)) changes kind (was a \(disk.kind)): the old one is in the trash")
     }
 
     /// Files the batch creates whose content, mode and mtime are exactly those of a local file
@@ -253,12 +302,6 @@ extension FolderExchange {
         return out
     }
 
-    /// Whether two paths name one inode (never following symlinks).
-    static func sameFile(_ a: String, _ b: String) -> Bool {
-        var sa = stat(), sb = stat()
-        return lstat(a, &sa) == 0 && lstat(b, &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_dev == sb.st_dev
-    }
-
     /// Batches of up to this many files are made durable file by file (fsync as each is staged,
     /// then the directories that changed); bigger ones with one `syncfs` before and after placing.
     /// `syncfs` flushes everything dirty on the file system — other applications' writes too — so
@@ -269,18 +312,10 @@ extension FolderExchange {
         steps.lazy.filter { if case .directory = $0 { false } else { true } }.count <= perFileSyncLimit
     }
 
-    static func fsyncPath(_ path: String) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
-    }
-
     /// `e`'s symlink, made under `.syncd/tmp/` (never followed), ready to be renamed into place.
     func makeLink(_ e: FileEntry) throws -> String {
-        let temp = record.path + "/.syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
-        try? FileManager.default.createDirectory(atPath: record.path + "/.syncd/tmp", withIntermediateDirectories: true)
-        guard symlink(e.metadata.symlinkTarget ?? "", temp) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let temp = ".syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))"
+        try folder.makeSymlink(temp, target: e.metadata.symlinkTarget ?? "")
         return temp
     }
 
@@ -290,21 +325,24 @@ extension FolderExchange {
     /// Returns true when it moved an unindexed edit aside.
     @discardableResult
     func keepUnindexedEdit(_ path: String, orTrashTo trash: String? = nil) throws -> Bool {
-        let root = record.path
-        let fs = POSIXFileSystem(root: root)
-        guard let disk = try fs.metadata(path) else { return false }
+        guard let disk = try folder.metadata(path) else { return false }
         let indexed = try knownStates.map { $0[path] } ?? store.scanState(folder: record.id, path: path)
         if let indexed, !indexed.deleted, disk.looksUnchanged(from: indexed.metadata) {
             guard let trash else { return false }
             try moveToTrash(path, trash)
             return false
         }
+        if disk.kind == .directory {
+            // A directory's contents are indexed path by path: the directory itself is no edit.
+            if let trash { try moveToTrash(path, trash) }
+            return false
+        }
         var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
         local.version = VersionVector([.init(device: me, value: 1)])
         let name = ConflictCopyName.original(of: path) != nil ? path : ConflictCopyName.make(for: path, loser: local) ?? path
-        try renameWithoutReplacing(root + "/" + path, to: name)
+        try renameWithoutReplacing(path, to: name)
         lock.withLock { counters.conflicts += 1 }
-        logger.notice("kept an unscanned local edit of \(path) as \(name)")
+        logger.notice("kept an unscanned local edit of \(RelativePath.display(path)) as \(RelativePath.display(name))")
         return true
     }
 
@@ -314,8 +352,7 @@ extension FolderExchange {
         let stem = String(name[..<marker.lowerBound])
         let dir = RelativePath.parent(of: name)
         let base = String(stem.split(separator: "/").last ?? "")
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: record.path + "/" + dir)) ?? [])
-            .filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
+        let names = ((try? folder.list(dir)) ?? []).filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
         guard names.count >= maxConflictCopies else { return }
         let trash = trashDirectoryNow()
         for old in names.prefix(names.count - maxConflictCopies + 1) {
@@ -323,62 +360,52 @@ extension FolderExchange {
         }
     }
 
-    /// `.syncd/trash/<UTC time>`: where this moment's deletions and displaced copies go.
+    /// `.syncd/trash/<UTC time>` (relative to the folder): where this moment's deletions and
+    /// displaced copies go.
     func trashDirectoryNow() -> String {
-        record.path + "/.syncd/trash/" + UTCTimestamp.compact(Int64(Date().timeIntervalSince1970 * 1e9))
+        ".syncd/trash/" + UTCTimestamp.compact(Int64(Date().timeIntervalSince1970 * 1e9))
     }
 
     /// Deleted files older than `trashRetention` leave the trash for good (checked after applies).
     func pruneTrash() {
-        let trash = record.path + "/.syncd/trash"
         let cutoff = UTCTimestamp.compact(Int64((Date().timeIntervalSince1970 - trashRetention) * 1e9))
-        for stamp in (try? FileManager.default.contentsOfDirectory(atPath: trash)) ?? [] where stamp < cutoff {
-            try? FileManager.default.removeItem(atPath: trash + "/" + stamp)
+        for stamp in (try? folder.list(".syncd/trash")) ?? [] where stamp < cutoff {
+            try? folder.removeTree(".syncd/trash/" + stamp)
         }
     }
 
     /// Renames onto `name`, or onto `name` with " 2", " 3"… before the extension when something
     /// else already has that name: a conflict copy never replaces another file.
-    func renameWithoutReplacing(_ from: String, to name: String) throws {
-        capConflictCopies(of: name)
+    func renameWithoutReplacing(_ from: String, to name: String, cappingCopies: Bool = true) throws {
+        if cappingCopies { capConflictCopies(of: name) }
         let (stem, ext) = ConflictCopyName.split(String(name.split(separator: "/").last ?? ""))
         var candidate = name
         var n = 1
-        while Self.exists(record.path + "/" + candidate) {
-            n += 1
-            candidate = RelativePath.join(RelativePath.parent(of: name), "\(stem) \(n)\(ext)")
+        while true {
+            do { return try folder.rename(from, to: candidate, replacing: false) } catch let e as FileSystemError where e.errno == EEXIST {
+                n += 1
+                candidate = RelativePath.join(RelativePath.parent(of: name), "\(stem) \(n)\(ext)")
+            }
         }
-        guard rename(from, record.path + "/" + candidate) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
     }
 
-    /// Whether anything is at `path`, a dangling symlink included (never followed).
-    static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
-    }
-
+    /// Moves `path` (with everything under it) to the same relative place under `trash`.
     func moveToTrash(_ path: String, _ trash: String) throws {
-        try FileManager.default.createDirectory(atPath: trash + "/" + RelativePath.parent(of: path), withIntermediateDirectories: true)
-        guard rename(record.path + "/" + path, trash + "/" + path) == 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
-    }
-
-    func ensureParent(_ path: String) throws {
-        let parent = RelativePath.parent(of: path)
-        if !parent.isEmpty { try FileManager.default.createDirectory(atPath: record.path + "/" + parent, withIntermediateDirectories: true) }
+        try renameWithoutReplacing(path, to: trash + "/" + path, cappingCopies: false)
     }
 
     /// One `syncfs` for a batch of many files instead of one fsync per file.
-    func flush() {
+    func flush() throws {
         let fd = open(record.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = linuxSyncfs(fd)
-        close(fd)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        if linuxSyncfs(fd) != 0 { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
     }
 
     func cleanStaged(_ steps: [Step]) {
         for step in steps {
             switch step {
-            case .file(_, let staged), .conflictCopy(_, let staged, _): if !staged.isEmpty { unlink(staged) }
+            case .file(_, let staged), .conflictCopy(_, let staged, _): if !staged.isEmpty { try? folder.remove(staged) }
             default: break
             }
         }

@@ -45,7 +45,7 @@ extension FolderExchange {
         var wanted: [(ChunkRef, PendingRequest)] = []
         var bytes = 0
         for e in entries where e.metadata.size <= 1 << 20 {
-            for c in e.chunks where prefetched[c.id] == nil && knownLocations?[c.id] == nil {
+            for c in e.chunks where prefetched[c.id] == nil && knownLocations?[c.id] == nil && !(ids.map { isZeroChunk(c, $0) } ?? false) {
                 guard bytes + Int(c.size) <= Self.prefetchBudget else { break }
                 bytes += Int(c.size)
                 let p = PendingRequest()
@@ -131,10 +131,9 @@ extension FolderExchange {
     /// exactly what the index says (same size, mtime, inode…; mode and mtime already match the
     /// entry, so the shared inode is not touched).
     func linkRenamed(_ source: FileEntry, to temp: String, syncEach: Bool) -> Bool {
-        let path = record.path + "/" + source.path
-        guard let disk = try? POSIXFileSystem(root: record.path).metadata(source.path), disk.kind == .file,
-              disk.looksUnchanged(from: source.metadata), link(path, temp) == 0 else { return false }
-        if syncEach { Self.fsyncPath(temp) }
+        guard let disk = try? folder.metadata(source.path), disk.kind == .file, disk.looksUnchanged(from: source.metadata),
+              (try? folder.link(source.path, to: temp)) != nil else { return false }
+        if syncEach && (try? folder.synchronize(temp)) == nil { try? folder.remove(temp); return false }
         return true
     }
 
@@ -142,29 +141,30 @@ extension FolderExchange {
     /// its directory's lock — two workers in one directory wait on each other (on this test
     /// machine's ext4 the wait was a fifth of the receiver's CPU in the `small` benchmark).
     func stagingDirectory(_ worker: Int) throws -> String {
-        let dir = record.path + "/.syncd/tmp/\(worker)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = ".syncd/tmp/\(worker)"
+        do { try folder.makeDirectory(dir, mode: 0o700) } catch let e as FileSystemError where e.errno == EEXIST {}
         return dir
     }
 
     /// Staged files a crash left behind (never renamed into place) are thrown away at start-up.
-    static func clearStaging(_ folder: String) {
-        try? FileManager.default.removeItem(atPath: folder + "/.syncd/tmp")
+    func clearStaging() {
+        try? folder.removeTree(".syncd/tmp")
     }
 
     /// Writes `entry`'s content to a new temp file in `dir` (under `.syncd/tmp/`): chunks found in
     /// local files are copied, the rest requested from `link`, up to `requestWindow` at a time;
-    /// every chunk is checked against its keyed id. Returns the temp path.
+    /// every chunk is checked against its keyed id. A chunk of zeros is neither fetched nor
+    /// written: it stays a hole, so sparse files arrive sparse. Mode and mtime are set (and
+    /// checked) on the open file. Returns the temp path (relative to the folder).
     func stage(_ entry: FileEntry, in dir: String, from link: PeerLink, syncEach: Bool) throws -> String {
         guard let ids else { throw PullError(description: "no chunk-id key") }
         let temp = dir + "/pull-\(UInt64.random(in: 0...UInt64.max))"
         if let source = renames[entry.path], linkRenamed(source, to: temp, syncEach: syncEach) { return temp }
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        let file = try folder.createFile(temp, mode: 0o600)
         var ok = false
         defer {
-            close(fd)
-            if !ok { unlink(temp) }
+            file.close()
+            if !ok { try? folder.remove(temp) }
         }
         var requested: [Int: (PendingRequest, PeerLink)] = [:]
         var nextToRequest = 0
@@ -174,8 +174,8 @@ extension FolderExchange {
         for (i, chunk) in entry.chunks.enumerated() {
             while nextToRequest < entry.chunks.count && requested.count < Self.requestWindow && local.count < Self.requestWindow {
                 let c = entry.chunks[nextToRequest]
-                if prefetched[c.id] != nil {
-                    // fetched ahead with the rest of the batch
+                if prefetched[c.id] != nil || isZeroChunk(c, ids) {
+                    // fetched ahead with the rest of the batch, or a hole
                 } else if let bytes = localChunk(c) {
                     local[nextToRequest] = bytes
                 } else {
@@ -186,6 +186,10 @@ extension FolderExchange {
                 }
                 nextToRequest += 1
             }
+            if prefetched[chunk.id] == nil && local[i] == nil && requested[i] == nil && isZeroChunk(chunk, ids) {
+                offset += Int64(chunk.size)   // a hole: the final truncate gives the file its size
+                continue
+            }
             var bytes = local.removeValue(forKey: i)
             if bytes == nil, let (p, source) = requested.removeValue(forKey: i) ?? prefetched[chunk.id].map({ ($0, link) }) {
                 // Timed out, refused or unreadable: ask the other peers, one at a time.
@@ -195,32 +199,37 @@ extension FolderExchange {
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
                 throw PullError(description: "chunk \(chunk.id) failed verification")
             }
-            // pwrite may write part of the buffer (a file system filling up); the next call says why.
-            var done = 0
-            while done < data.count {
-                let n = data.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
-                if n > 0 { done += n; continue }
-                let code = n < 0 ? errno : ENOSPC
-                if code == EINTR { continue }
-                throw code == ENOSPC || code == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: code) ?? .EIO)
+            do { try data.withUnsafeBytes { try file.write($0, at: offset) } } catch let e as FileSystemError {
+                throw e.errno == ENOSPC || e.errno == EDQUOT ? PullError(description: "disk full") : e
             }
             offset += Int64(data.count)
             // Write-behind: start writing each 8 MiB to disk now, so the batch's final syncfs finds
             // little left to do and the disk works while the network does.
             if offset - flushedTo >= 8 << 20 {
-                _ = linuxSyncFileRange(fd, flushedTo, offset - flushedTo, 2 /* SYNC_FILE_RANGE_WRITE */)
+                file.startWriteBack(offset: flushedTo, count: offset - flushedTo)
                 flushedTo = offset
             }
         }
-        fchmod(fd, mode_t(entry.metadata.mode & 0o7777))
-        let mtime = timespec(tv_sec: Int(entry.metadata.mtimeNs / 1_000_000_000), tv_nsec: Int(entry.metadata.mtimeNs % 1_000_000_000))
-        var times = [mtime, mtime]
-        futimens(fd, &times)
-        if syncEach && fsync(fd) != 0 {
-            throw errno == ENOSPC || errno == EDQUOT ? PullError(description: "disk full") : POSIXError(.init(rawValue: errno) ?? .EIO)
+        try file.truncate(offset)
+        try file.setMode(entry.metadata.mode & 0o7777)
+        try file.setModificationTime(entry.metadata.mtimeNs)
+        if syncEach {
+            do { try file.synchronize() } catch let e as FileSystemError where e.errno == ENOSPC || e.errno == EDQUOT {
+                throw PullError(description: "disk full")
+            }
         }
         ok = true
         return temp
+    }
+
+    /// Whether `chunk` is all zeros (its keyed id is that of `size` zero bytes): a hole.
+    func isZeroChunk(_ chunk: ChunkRef, _ ids: ChunkHasher) -> Bool {
+        let id = lock.withLock { zeroChunkIDs[chunk.size] } ?? {
+            let id = ids.chunkID([UInt8](repeating: 0, count: Int(chunk.size)))
+            lock.withLock { zeroChunkIDs[chunk.size] = id }
+            return id
+        }()
+        return id == chunk.id
     }
 
     /// The entries with their full chunk lists: pieces this folder holds are read from the index,
@@ -287,19 +296,9 @@ extension FolderExchange {
     /// A chunk's bytes from a local file that has it, verified (the file may have changed).
     func localChunk(_ chunk: ChunkRef) -> [UInt8]? {
         let location = knownLocations.map { $0[chunk.id] } ?? ((try? store.locateChunk(chunk.id, folder: record.id)) ?? nil)
-        guard let ids, let at = location else { return nil }
-        guard let data = Self.read(record.path + "/" + at.path, offset: at.offset, count: Int(chunk.size)),
+        guard let ids, let at = location, let data = folder.read(at.path, offset: at.offset, count: Int(chunk.size)),
               ids.chunkID(data) == chunk.id else { return nil }
         return data
-    }
-
-    static func read(_ path: String, offset: Int64, count: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var out = [UInt8](repeating: 0, count: count)
-        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
-        return n == count ? out : nil
     }
 
     func request(_ chunk: ChunkRef, from link: PeerLink) -> PendingRequest {
@@ -328,6 +327,3 @@ extension FolderExchange {
     }
 }
 
-/// sync_file_range(2): Glibc's module map hides it behind _GNU_SOURCE.
-@_silgen_name("sync_file_range")
-private func linuxSyncFileRange(_ fd: Int32, _ offset: Int64, _ count: Int64, _ flags: UInt32) -> Int32

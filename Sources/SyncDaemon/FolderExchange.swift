@@ -84,6 +84,9 @@ final class FolderExchange: @unchecked Sendable {
     let folderID: [UInt8]
     let access: AccessKind
     let record: FolderRecord
+    /// The folder's files: every operation done in the folder goes through it (confined to the
+    /// folder, never following a symlink; SyncFS.POSIXFileSystem).
+    let folder: POSIXFileSystem
     let keys: FolderKeys
     let manifestKeys: ManifestKeys
     let folderKey: Curve25519.Signing.PublicKey
@@ -114,10 +117,13 @@ final class FolderExchange: @unchecked Sendable {
     /// Files of the batch that are renames of a local file the batch deletes (target → that
     /// file's index entry): staged as a hard link instead of a copy.
     var renames: [String: FileEntry] = [:]
+    /// The keyed id of a chunk of zeros, by size (holes are neither fetched nor written).
+    var zeroChunkIDs: [UInt32: ChunkID] = [:]
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
          trashDays: Double = 30, maxConflicts: Int = 10) throws {
         self.record = record
+        self.folder = POSIXFileSystem(root: record.path)
         self.trashRetention = trashDays * 86400
         self.maxConflictCopies = max(1, maxConflicts)
         self.keys = keys
@@ -136,7 +142,7 @@ final class FolderExchange: @unchecked Sendable {
         sealed = SealedChunkStore(directory: record.path + "/.syncd/sealed")
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
-        Self.clearStaging(record.path)
+        clearStaging()
         work.async { [self] in prunePieces() }
     }
 
@@ -391,7 +397,7 @@ final class FolderExchange: @unchecked Sendable {
         // No HMAC here: the receiver verifies every chunk, and a stale read just fails there.
         // Not in a file: perhaps a piece of a chunk list.
         guard let data = (try? store.locateChunk(chunk, folder: record.id)).flatMap({ $0 })
-                .flatMap({ Self.read(record.path + "/" + $0.path, offset: $0.offset, count: Int(size)) })
+                .flatMap({ folder.read($0.path, offset: $0.offset, count: Int(size)) })
                 ?? (try? store.pieces([chunk], folder: record.id))?[chunk] else {
             return .requestFailed(id: id, reason: 1)
         }

@@ -20,6 +20,57 @@ public protocol FileReader: AnyObject {
     func close()
 }
 
+/// The write side: every change syncd makes in a folder, for a peer or for itself. Paths are path
+/// text relative to the folder root; no operation follows a symlink, in any component, or leaves
+/// the folder (`POSIXFileSystem` says how). Failures throw `FileSystemError` with the errno.
+public protocol WritableFileSystem: FileSystem {
+    /// mkdir; the parent directories are made if missing. EEXIST if anything is at `path`.
+    func makeDirectory(_ path: String, mode: UInt32) throws
+    /// A new regular file (O_EXCL: EEXIST if anything is at `path`), open for writing.
+    func createFile(_ path: String, mode: UInt32) throws -> any FileWriter
+    /// rename; with `replacing: false` EEXIST when `to` exists (RENAME_NOREPLACE). A symlink at
+    /// `from` or `to` is renamed or replaced itself, never followed.
+    func rename(_ from: String, to: String, replacing: Bool) throws
+    /// A hard link `new` to the file at `existing` (never to a symlink's target).
+    func link(_ existing: String, to new: String) throws
+    /// unlink a file or symlink, rmdir an empty directory (ENOTEMPTY otherwise).
+    func remove(_ path: String) throws
+    /// chmod of permission bits (07777); a symlink is refused (EOPNOTSUPP), never followed.
+    func setMode(_ path: String, _ mode: UInt32) throws
+    /// Sets the modification time (nanoseconds since the epoch, negative before 1970).
+    func setModificationTime(_ path: String, _ ns: Int64) throws
+    /// A symlink at `path` whose target is `target` (path text of the target's bytes).
+    func makeSymlink(_ path: String, target: String) throws
+    /// fsync of a file or directory ("" is the folder root).
+    func synchronize(_ path: String) throws
+}
+
+extension WritableFileSystem {
+    /// Removes `path` and, if it is a directory, everything under it — symlinks inside are
+    /// removed, never followed.
+    public func removeTree(_ path: String) throws {
+        guard let m = try metadata(path) else { return }
+        if m.kind == .directory {
+            for name in try list(path) { try removeTree(RelativePath.join(path, name)) }
+        }
+        try remove(path)
+    }
+}
+
+/// A file open for writing (from `WritableFileSystem.createFile`).
+public protocol FileWriter: AnyObject {
+    /// Writes all of `bytes` at `offset` (short writes continued; ENOSPC/EDQUOT thrown).
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int64) throws
+    /// Sets the size (a hole where nothing was written).
+    func truncate(_ size: Int64) throws
+    func setMode(_ mode: UInt32) throws
+    func setModificationTime(_ ns: Int64) throws
+    /// Starts writing `count` bytes at `offset` to disk without waiting (write-behind).
+    func startWriteBack(offset: Int64, count: Int64)
+    func synchronize() throws
+    func close()
+}
+
 public struct FileSystemError: Error, CustomStringConvertible, Equatable {
     public var path: String
     public var operation: String

@@ -1,0 +1,121 @@
+import Foundation
+import XCTest
+
+/// Inputs that public bug reports against file synchronizers describe, with real daemons: paths
+/// through symlinks, objects that change kind, times before 1970, sparse files.
+extension ReplicationIntegrationTests {
+    private func write(_ text: String, _ path: String) throws {
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// A symlink on A that later becomes a real directory with a file in it: B must never write
+    /// that file through its own old copy of the link — not outside the folder, not into the
+    /// directory inside the folder the link pointed at.
+    func test_symlinkReplacedByDirectory_neverWritesThroughTheOldLink() throws {
+        let (d, _) = try cluster(2, name: "escape")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        let outside = NSTemporaryDirectory() + "syncd-it-outside-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: outside) }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        try write("untouched", outside + "/keep.txt")
+        try fm.createDirectory(atPath: a + "/two", withIntermediateDirectories: true)
+        try write("two's own", a + "/two/keep.txt")
+        try fm.createSymbolicLink(atPath: a + "/one", withDestinationPath: outside)   // absolute, out of the folder
+        try fm.createSymbolicLink(atPath: a + "/inner", withDestinationPath: "two")   // relative, inside it
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b)["one"], "link " + outside)
+        XCTAssertEqual(tree(b)["inner"], "link two")
+
+        for name in ["one", "inner"] {
+            try fm.removeItem(atPath: a + "/" + name)
+            try fm.createDirectory(atPath: a + "/" + name, withIntermediateDirectories: true)
+            try write("evil", a + "/" + name + "/evil.txt")
+        }
+        try waitInSync(d[0])
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: outside), ["keep.txt"], "B wrote outside its folder")
+        XCTAssertEqual(try String(contentsOfFile: outside + "/keep.txt", encoding: .utf8), "untouched")
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: b + "/two"), ["keep.txt"], "B wrote through its old link into two/")
+        XCTAssertEqual(tree(b), tree(a))
+        XCTAssertEqual(tree(b)["one"], "dir 755")
+        XCTAssertEqual(try String(contentsOfFile: b + "/one/evil.txt", encoding: .utf8), "evil")
+        let trash = try fm.subpathsOfDirectory(atPath: b + "/.syncd/trash")
+        XCTAssertTrue(trash.contains { $0.hasSuffix("/one") } && trash.contains { $0.hasSuffix("/inner") },
+                      "the replaced links are in the trash: \(trash)")
+        // Nor did the new tree travel back and change A's two/.
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: a + "/two"), ["keep.txt"])
+    }
+
+    /// Every change of kind at a path — file, directory, symlink, each into each other, and one
+    /// inside a renamed directory — reaches the peer in one pass; the old objects go to the trash.
+    func test_pathsThatChangeKind_areReplaced_andTheOldObjectsTrashed() throws {
+        let (d, _) = try cluster(2, name: "kind")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        let fm = FileManager.default
+        func mkdir(_ p: String) throws { try fm.createDirectory(atPath: a + "/" + p, withIntermediateDirectories: true) }
+        func link(_ p: String, _ target: String) throws { try fm.createSymbolicLink(atPath: a + "/" + p, withDestinationPath: target) }
+        try write("file", a + "/f2d")
+        try mkdir("d2f/s"); try write("1", a + "/d2f/a"); try write("2", a + "/d2f/s/c")
+        try link("l2f", "f2d")
+        try write("file", a + "/f2l")
+        try mkdir("d2l"); try write("3", a + "/d2l/x")
+        try link("l2d", "f2d")
+        try mkdir("ren"); try write("k as a file", a + "/ren/k")
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a))
+
+        try fm.removeItem(atPath: a + "/f2d"); try mkdir("f2d"); try write("inside", a + "/f2d/in")
+        try fm.removeItem(atPath: a + "/d2f"); try write("now a file", a + "/d2f")
+        try fm.removeItem(atPath: a + "/l2f"); try write("was a link", a + "/l2f")
+        try fm.removeItem(atPath: a + "/f2l"); try link("f2l", "d2f")
+        try fm.removeItem(atPath: a + "/d2l"); try link("d2l", "l2f")
+        try fm.removeItem(atPath: a + "/l2d"); try mkdir("l2d"); try write("4", a + "/l2d/y")
+        try fm.moveItem(atPath: a + "/ren", toPath: a + "/ren2")
+        try fm.removeItem(atPath: a + "/ren2/k"); try mkdir("ren2/k"); try write("5", a + "/ren2/k/z")
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a), "B holds every new kind")
+        let trash = try fm.subpathsOfDirectory(atPath: b + "/.syncd/trash")
+        for old in ["d2f/a", "d2f/s/c", "d2l/x"] {
+            XCTAssertTrue(trash.contains { $0.hasSuffix(old) }, "\(old) is in B's trash: \(trash)")
+        }
+        XCTAssertEqual(d[1].daemonLog.components(separatedBy: "will retry").count, 1, "applied without retries: \(d[1].daemonLog.suffix(3000))")
+    }
+
+    /// A modification time before 1970 with a fraction of a second arrives exactly.
+    func test_timeBefore1970_withAFraction_arrivesExactly() throws {
+        let (d, _) = try cluster(2, name: "mtime")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try write("old", a + "/old.txt.tmp")
+        var times = [timespec(tv_sec: 0, tv_nsec: Int(UTIME_NOW_VALUE)), timespec(tv_sec: -1, tv_nsec: 500_000_000)]
+        XCTAssertEqual(utimensat(AT_FDCWD, a + "/old.txt.tmp", &times, 0), 0)
+        XCTAssertEqual(rename(a + "/old.txt.tmp", a + "/old.txt"), 0)
+        try waitInSync(d[0])
+        var st = stat()
+        XCTAssertEqual(lstat(b + "/old.txt", &st), 0)
+        XCTAssertEqual(st.st_mtim.tv_sec, -1)
+        XCTAssertEqual(st.st_mtim.tv_nsec, 500_000_000)
+    }
+
+    /// A sparse file keeps its holes on the peer: zero chunks are neither sent nor written.
+    func test_sparseFile_arrivesSparse() throws {
+        let (d, _) = try cluster(2, name: "sparse")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        let size: Int64 = 256 << 20
+        let fd = open(a + "/sparse.img.tmp", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        let island = [UInt8]((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 11) })
+        XCTAssertEqual(island.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(100 << 20)) }, island.count)
+        XCTAssertEqual(ftruncate(fd, off_t(size)), 0)
+        close(fd)
+        XCTAssertEqual(rename(a + "/sparse.img.tmp", a + "/sparse.img"), 0)
+        try waitInSync(d[0], timeout: 120)
+        var st = stat()
+        XCTAssertEqual(lstat(b + "/sparse.img", &st), 0)
+        XCTAssertEqual(Int64(st.st_size), size)
+        XCTAssertLessThanOrEqual(Int64(st.st_blocks) * 512, 4 << 20, "B allocated \(Int64(st.st_blocks) * 512) bytes for 1 MiB of data")
+        XCTAssertEqual(FileManager.default.contents(atPath: b + "/sparse.img"), FileManager.default.contents(atPath: a + "/sparse.img"))
+    }
+}
+
+/// UTIME_NOW (sys/stat.h).
+private let UTIME_NOW_VALUE = (1 << 30) - 1
