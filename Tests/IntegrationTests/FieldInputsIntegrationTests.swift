@@ -1,4 +1,7 @@
 import Foundation
+import SyncCore
+import SyncSecurity
+import SyncWire
 import XCTest
 
 /// Inputs that public bug reports against file synchronizers describe, with real daemons: paths
@@ -119,3 +122,55 @@ extension ReplicationIntegrationTests {
 
 /// UTIME_NOW (sys/stat.h).
 private let UTIME_NOW_VALUE = (1 << 30) - 1
+
+extension SessionIntegrationTests {
+    /// A peer holding the read-write secret sends entries signed with the folder key, crafted to
+    /// lead the receiver out of its folder: links out, up, to the root and inside, then entries
+    /// below those links. The receiver places the links and refuses everything below them; the
+    /// outside and the linked-to directory inside stay exactly as they were, and the daemon lives on.
+    func test_signedEntries_neverMakeTheReceiverTouchAPathOutsideItsFolder() throws {
+        let h = try DaemonHarness(name: "beneath")
+        try h.startDaemon()
+        let secret = try addFolder(h, "data")
+        let root = h.root + "/data", outside = h.root + "/outside"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: outside + "/tmp", withIntermediateDirectories: true)
+        try Data("untouched".utf8).write(to: URL(fileURLWithPath: outside + "/keep.txt"))
+        try fm.createDirectory(atPath: root + "/sub", withIntermediateDirectories: true)
+        func snapshot(_ dir: String) -> [String] { ((try? fm.subpathsOfDirectory(atPath: dir)) ?? []).sorted() }
+        let outsideBefore = snapshot(outside), subBefore = snapshot(root + "/sub")
+
+        let keys = secret.keys
+        let client = try PeerClient(port: try h.sessionPort(), folderID: keys.folderID, psk: keys.sessionPSK)
+        XCTAssertTrue(client.handshake())
+        var sequence: Int64 = 0
+        func entry(_ path: String, _ kind: FileKind, target: String? = nil, deleted: Bool = false) -> FileEntry {
+            sequence += 1
+            return FileEntry(path: path, metadata: FileMetadata(kind: kind, size: 0, mode: kind == .directory ? 0o755 : 0o644, mtimeNs: 1,
+                                                                ctimeNs: 0, inode: 0, symlinkTarget: target),
+                             deleted: deleted, version: VersionVector().incremented(by: 99).incremented(by: 99), sequence: sequence)
+        }
+        func send(_ entries: [FileEntry]) throws {
+            let manifest = try SealedManifest.seal(entries, origin: 3, indexID: 1, keys: manifestKeys(secret),
+                                                   sequences: (UInt64(entries.first!.sequence), UInt64(entries.last!.sequence)))
+            client.send(.index(manifest.encoded))
+        }
+        try send([entry("one", .symlink, target: outside), entry("dots", .symlink, target: ".."),
+                  entry("rootlink", .symlink, target: "/"), entry("inner", .symlink, target: "sub")])
+        XCTAssertEqual(client.next(where: { if case .indexAck = $0 { true } else { false } }),
+                       .message(.indexAck(origin: 3, indexID: 1, sequence: 4)))
+        XCTAssertEqual((try? fm.destinationOfSymbolicLink(atPath: root + "/one")), outside)
+        try send([entry("one/evil.txt", .file), entry("one/tmp/evil.txt", .file), entry("one/newdir", .directory),
+                  entry("one/link", .symlink, target: "x"), entry("one/keep.txt", .file, deleted: true),
+                  entry("dots/outside/evil.txt", .file), entry("rootlink/tmp/syncd-evil.txt", .file),
+                  entry("inner/evil.txt", .file), entry("inner/deeper", .directory)])
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !h.daemonLog.contains("cannot apply") { usleep(20_000) }
+        XCTAssertTrue(h.daemonLog.contains("cannot apply one/evil.txt"), h.daemonLog.suffix(3000).description)
+        XCTAssertEqual(snapshot(outside), outsideBefore)
+        XCTAssertEqual(try String(contentsOfFile: outside + "/keep.txt", encoding: .utf8), "untouched")
+        XCTAssertEqual(snapshot(root + "/sub"), subBefore)
+        XCTAssertFalse(fm.fileExists(atPath: "/tmp/syncd-evil.txt"))
+        XCTAssertEqual(try h.cli(["status"]).status, 0, "the daemon lives on")
+    }
+}
