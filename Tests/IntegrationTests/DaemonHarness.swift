@@ -55,13 +55,14 @@ final class DaemonHarness {
         init(_ description: String) { self.description = description }
     }
 
-    /// Whether the service user can run `path`: every directory above it traversable, the file
-    /// executable, the Swift runtime it links readable. Asked of the kernel rather than derived
-    /// from mode bits (ACLs, group membership).
+    /// Whether the service user can run `path`: every directory above it traversable and the
+    /// file executable. Asked of the kernel (access(2) in `test`) rather than derived from mode
+    /// bits. Not by running `path` through setpriv: setpriv keeps root's capabilities until its
+    /// execve, so that exec succeeds where the service user's own never would.
     private static func serviceUserCanRun(_ path: String) -> Bool {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        p.arguments = setprivArguments(serviceUser) + [path, "--help"]
+        p.arguments = setprivArguments(serviceUser) + ["/usr/bin/test", "-x", path]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         guard (try? p.run()) != nil else { return false }
