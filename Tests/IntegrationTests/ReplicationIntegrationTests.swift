@@ -365,3 +365,26 @@ extension DaemonHarness {
         return h.cliSync(["secret", "--read-only", rw])
     }
 }
+
+extension ReplicationIntegrationTests {
+    /// `ln orig twin`, then an append through `orig`: inotify names only `orig`, yet the peer must
+    /// get the new content under both names before `wait` says in sync (not at the hourly rescan).
+    func test_appendThroughOneHardLink_reachesThePeerUnderEveryName() throws {
+        let (d, _) = try cluster(2, name: "hardlink")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try Data("v1\n".utf8).write(to: URL(fileURLWithPath: a + "/orig"))
+        try FileManager.default.createDirectory(atPath: a + "/other", withIntermediateDirectories: true)
+        XCTAssertEqual(link(a + "/orig", a + "/other/twin"), 0)
+        try waitInSync(d[0])
+        XCTAssertEqual(try String(contentsOfFile: b + "/other/twin", encoding: .utf8), "v1\n")
+
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: a + "/orig"))
+        handle.seekToEndOfFile()
+        handle.write(Data("v2\n".utf8))
+        handle.closeFile()
+        try waitInSync(d[0])
+        XCTAssertEqual(try String(contentsOfFile: b + "/orig", encoding: .utf8), "v1\nv2\n")
+        XCTAssertEqual(try String(contentsOfFile: b + "/other/twin", encoding: .utf8), "v1\nv2\n", "the other name is not stale")
+        XCTAssertEqual(tree(b), tree(a))
+    }
+}
