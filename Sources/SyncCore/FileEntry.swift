@@ -14,12 +14,16 @@ public struct FileMetadata: Hashable, Sendable {
     public var mtimeNs: Int64
     public var ctimeNs: Int64
     public var inode: UInt64
+    /// Names the inode has (st_nlink). Local and momentary: never stored or sent, and 1 where
+    /// unknown (metadata read back from the index or a manifest). A regular file with more than
+    /// one name changes under all of them at once, so the scanner rescans the others.
+    public var nlink: UInt32
     public var symlinkTarget: String?
 
     public init(kind: FileKind, size: Int64, mode: UInt32, mtimeNs: Int64, ctimeNs: Int64, inode: UInt64,
-                symlinkTarget: String? = nil) {
+                nlink: UInt32 = 1, symlinkTarget: String? = nil) {
         self.kind = kind; self.size = size; self.mode = mode; self.mtimeNs = mtimeNs
-        self.ctimeNs = ctimeNs; self.inode = inode; self.symlinkTarget = symlinkTarget
+        self.ctimeNs = ctimeNs; self.inode = inode; self.nlink = nlink; self.symlinkTarget = symlinkTarget
     }
 
     /// True when a rescan may skip re-reading the content.

@@ -190,7 +190,9 @@ public final class Daemon: @unchecked Sendable {
                 let logger = self.logger
                 ClientBootstrap(group: group)
                     .connectTimeout(.seconds(3))
-                    .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                    // An IPPROTO_TCP option: `socketOption(.tcp_nodelay)` would set SOL_SOCKET's
+                    // option 1, SO_DEBUG, which needs CAP_NET_ADMIN and closes every session.
+                    .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(

@@ -300,4 +300,8 @@ struct StoreBaseline: ScanBaseline {
     func livePaths(under directory: String) -> [String] {
         (try? store.livePaths(folder: folder, under: directory)) ?? []
     }
+
+    func liveFiles(withInode inode: UInt64) -> [String] {
+        (try? store.liveFiles(folder: folder, inode: inode)) ?? []
+    }
 }

@@ -1,7 +1,8 @@
 import SyncCore
 
 /// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory.
-/// Each write bumps a fake clock so mtime/ctime change like on a real disk.
+/// Each write bumps a fake clock so mtime/ctime change like on a real disk. Regular files may
+/// have several names (`link`): a write or chmod through one shows under all, as on a real disk.
 public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     private struct Node {
         var metadata: FileMetadata
@@ -19,13 +20,37 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
         nodes[""] = Node(metadata: FileMetadata(kind: .directory, size: 0, mode: 0o755, mtimeNs: clock, ctimeNs: clock, inode: 1))
     }
 
+    /// Writes `content` in place (the inode stays, like `>`): every name of the file sees it.
     public func write(_ path: String, _ content: [UInt8], mode: UInt32 = 0o644) {
         lock.withLock {
             makeParents(path)
-            let inode = nodes[path]?.metadata.inode ?? allocateInode()
             clock += 1000
+            if let old = nodes[path], old.metadata.kind == .file {
+                for name in names(of: old.metadata.inode) {
+                    nodes[name]!.content = content
+                    nodes[name]!.metadata.size = Int64(content.count)
+                    nodes[name]!.metadata.mode = mode
+                    nodes[name]!.metadata.mtimeNs = clock
+                    nodes[name]!.metadata.ctimeNs = clock
+                }
+                return
+            }
             nodes[path] = Node(metadata: FileMetadata(kind: .file, size: Int64(content.count), mode: mode,
-                                                      mtimeNs: clock, ctimeNs: clock, inode: inode), content: content)
+                                                      mtimeNs: clock, ctimeNs: clock, inode: allocateInode()), content: content)
+        }
+    }
+
+    /// `ln existing new`: one more name for a regular file (nothing happens for anything else).
+    public func link(_ existing: String, _ new: String) {
+        lock.withLock {
+            guard let node = nodes[existing], node.metadata.kind == .file, nodes[new] == nil else { return }
+            makeParents(new)
+            clock += 1000
+            nodes[new] = node
+            for name in names(of: node.metadata.inode) {
+                nodes[name]!.metadata.nlink += 1
+                nodes[name]!.metadata.ctimeNs = clock
+            }
         }
     }
 
@@ -51,14 +76,21 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     public func chmod(_ path: String, _ mode: UInt32) {
         lock.withLock {
             clock += 1000
-            nodes[path]?.metadata.mode = mode
-            nodes[path]?.metadata.ctimeNs = clock
+            guard let node = nodes[path] else { return }
+            for name in node.metadata.kind == .file ? names(of: node.metadata.inode) : [path] {
+                nodes[name]!.metadata.mode = mode
+                nodes[name]!.metadata.ctimeNs = clock
+            }
         }
     }
 
     /// Removes a path and everything below it.
     public func remove(_ path: String) {
-        lock.withLock { nodes = nodes.filter { !RelativePath.isWithin($0.key, path) } }
+        lock.withLock {
+            let gone = nodes.filter { RelativePath.isWithin($0.key, path) }
+            nodes = nodes.filter { !RelativePath.isWithin($0.key, path) }
+            unlinked(gone.values)
+        }
     }
 
     public func rename(_ from: String, _ to: String) {
@@ -67,8 +99,28 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
             for (p, n) in nodes where RelativePath.isWithin(p, from) {
                 moved[to + String(p.dropFirst(from.count))] = n
             }
+            let replaced = nodes.filter { RelativePath.isWithin($0.key, to) && !RelativePath.isWithin($0.key, from) }
             nodes = nodes.filter { !RelativePath.isWithin($0.key, from) && !RelativePath.isWithin($0.key, to) }
             nodes.merge(moved) { $1 }
+            unlinked(replaced.values)
+        }
+    }
+
+    /// The names of regular file `inode` (caller holds the lock).
+    private func names(of inode: UInt64) -> [String] {
+        nodes.compactMap { $0.value.metadata.kind == .file && $0.value.metadata.inode == inode ? $0.key : nil }
+    }
+
+    /// The files that remain after names were removed lose one link per removed name.
+    private func unlinked(_ removed: some Sequence<Node>) {
+        for node in removed where node.metadata.kind == .file {
+            let remaining = names(of: node.metadata.inode)
+            if remaining.isEmpty { continue }
+            clock += 1000
+            for name in remaining {
+                nodes[name]!.metadata.nlink -= 1
+                nodes[name]!.metadata.ctimeNs = clock
+            }
         }
     }
 

@@ -13,6 +13,9 @@ public protocol ScanBaseline {
     func state(of path: String) -> IndexedState?
     /// Paths that are live (not deleted) in the index at or below `directory` ("" = everything).
     func livePaths(under directory: String) -> [String]
+    /// Live regular files the index records with inode `inode`: the other names of a hard-linked
+    /// file (and, rarely, a file on another mount inside the folder; rescanning it is harmless).
+    func liveFiles(withInode inode: UInt64) -> [String]
 }
 
 /// A snapshot of a whole folder's index, for full scans.
@@ -22,13 +25,27 @@ public protocol ScanBaseline {
 public struct SnapshotBaseline: ScanBaseline {
     public let states: [String: IndexedState]
     private let live: [String]
+    private let byInode: FilesByInode
 
     public init(_ states: [String: IndexedState]) {
         self.states = states
         live = states.compactMap { $0.value.deleted ? nil : $0.key }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        byInode = FilesByInode(states)
     }
 
     public func state(of path: String) -> IndexedState? { states[path] }
+
+    public func liveFiles(withInode inode: UInt64) -> [String] { byInode.paths[inode] ?? [] }
+
+    /// Live files grouped by inode, built on the first question: most scans find no hard-linked
+    /// file changed and never pay for it.
+    private final class FilesByInode {
+        let states: [String: IndexedState]
+        lazy var paths: [UInt64: [String]] = states.reduce(into: [:]) { map, s in
+            if !s.value.deleted && s.value.metadata.kind == .file { map[s.value.metadata.inode, default: []].append(s.key) }
+        }
+        init(_ states: [String: IndexedState]) { self.states = states }
+    }
 
     public func livePaths(under directory: String) -> [String] {
         if directory.isEmpty { return live }
@@ -95,7 +112,8 @@ public final class FolderScanner {
         case hash(path: String, metadata: FileMetadata)
     }
 
-    /// Scans `roots` (relative paths; "" is the whole folder), each recursively.
+    /// Scans `roots` (relative paths; "" is the whole folder), each recursively. A changed file
+    /// with several names (st_nlink > 1) brings its other names in the index into the scan.
     public func scan(roots: [String], baseline: any ScanBaseline, ignore: IgnoreRules,
                      isCancelled: () -> Bool = { false },
                      emit: ([LocalChange]) throws -> Void) throws -> ScanReport {
@@ -116,9 +134,19 @@ public final class FolderScanner {
             }
         }
 
+        var scanRoots = Self.minimalRoots(roots)
+
         func consider(_ path: String, _ m: FileMetadata) throws {
             seen.insert(path)
             if let old = baseline.state(of: path), !old.deleted, m.looksUnchanged(from: old.metadata) { return }
+            // A file changed in place changed under all its names, but inotify reports only the
+            // name written through: the other names join the scan as roots of their own.
+            if m.kind == .file && m.nlink > 1 {
+                for other in baseline.liveFiles(withInode: m.inode)
+                where !seen.contains(other) && !scanRoots.contains(where: { RelativePath.isWithin(other, $0) }) {
+                    scanRoots.append(other)
+                }
+            }
             // A batch is cut before the file that would take it past `batchBytes`, not after: the
             // last file found stays pending, so the removals found after the walk can join it
             // (a renamed big file is one batch).
@@ -132,7 +160,10 @@ public final class FolderScanner {
             if pending.count >= options.batchSize { try flush() }
         }
 
-        for root in Self.minimalRoots(roots) {
+        var next = 0
+        while next < scanRoots.count {  // `consider` may add roots
+            let root = scanRoots[next]
+            next += 1
             if root.isEmpty {
                 guard let m = try? fs.metadata(""), m.kind == .directory else {
                     throw ScanError.rootUnavailable("missing or not a directory")
@@ -166,7 +197,7 @@ public final class FolderScanner {
         // Whatever the index holds under a scanned root that the walk did not see is gone,
         // unless it is now ignored (new rules never delete on other peers) or was unreadable.
         var removed: [LocalChange] = []
-        for root in Self.minimalRoots(roots) {
+        for root in scanRoots {
             for path in baseline.livePaths(under: root) where !seen.contains(path) {
                 if Self.isStatePath(path) || unreadable.contains(where: { RelativePath.isWithin(path, $0) }) { continue }
                 if ignore.isIgnored(path, isDirectory: baseline.state(of: path)?.metadata.kind == .directory)

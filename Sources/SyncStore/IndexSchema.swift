@@ -27,6 +27,10 @@ import GRDB
 /// - `list_piece`: pieces of long chunk lists (Protocol/manifest.md), by keyed id, so a manifest
 ///   can name a big file's chunk list in a few dozen references and peers can fetch the pieces
 ///   they lack. Written by the sender when it seals and by a receiver once it verified them.
+///
+/// v5-inode:
+/// - `file_by_inode`: an index on `file(folder, inode)`, so a scan that finds a hard-linked file
+///   changed can look up its other names without reading the folder's whole index.
 enum IndexSchema {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -100,6 +104,9 @@ enum IndexSchema {
                     PRIMARY KEY (folder, id)
                 ) STRICT, WITHOUT ROWID;
                 """)
+        }
+        m.registerMigration("v5-inode") { db in
+            try db.execute(sql: "CREATE INDEX file_by_inode ON file(folder, inode)")
         }
         return m
     }

@@ -361,6 +361,15 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Live regular files recorded with inode `inode` (the names of a hard-linked file).
+    public func liveFiles(folder: Int64, inode: UInt64) throws -> [String] {
+        try writer.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT path FROM file WHERE folder = ? AND inode = ? AND deleted = 0 AND kind = ?
+                """, arguments: [folder, Int64(bitPattern: inode), Int64(FileKind.file.rawValue)])
+        }
+    }
+
     public func entry(folder: Int64, path: String) throws -> FileEntry? {
         try writer.read { db in
             try Row.fetchOne(db, sql: "SELECT \(Self.entryColumns) FROM file WHERE folder = ? AND path = ?",

@@ -2,6 +2,13 @@ import Foundation
 import XCTest
 
 /// Runs the real `syncd` binary: a daemon process per home, and CLI commands against it.
+///
+/// Unprivileged mode (`unprivileged: true`): users run syncd as a service user, and root hides
+/// permission bugs (root may set any socket option and read any file). When the test process is
+/// root, this harness's daemon and CLI calls run as `serviceUser` through `setpriv`, and its root
+/// and home belong to that user; files the test writes as root go through `write(_:to:)` or `own(_:)`
+/// so the daemon can change them too. When the test process is not root it already is unprivileged
+/// and runs everything as itself.
 final class DaemonHarness {
     static var binary: String {
         if let b = ProcessInfo.processInfo.environment["SYNCD_BIN"] { return b }
@@ -11,14 +18,103 @@ final class DaemonHarness {
         return dir.appendingPathComponent("syncd").path
     }
 
+    /// nobody:nogroup on Debian: owns nothing, so every access it gets was granted on purpose.
+    static let serviceUser: (uid: uid_t, gid: gid_t) = (65534, 65534)
+
     let root: String
     let home: String
+    /// The user the daemon and CLI run as, when that is not the test process's own (root) user.
+    let runAs: (uid: uid_t, gid: gid_t)?
+    /// The syncd binary this harness runs: `binary`, or a copy under `root` when the service user
+    /// cannot reach `binary` (a checkout under a 0700 directory, as CI's fresh clone as root may be).
+    private let executable: String
     private(set) var process: Process?
 
-    init(name: String = "t") throws {
+    init(name: String = "t", unprivileged: Bool = false) throws {
         root = NSTemporaryDirectory() + "syncd-it-\(name)-\(UUID().uuidString.prefix(8))"
         home = root + "/home"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        runAs = unprivileged && geteuid() == 0 ? Self.serviceUser : nil
+        executable = runAs == nil || Self.serviceUserCanRun(Self.binary) ? Self.binary : root + "/syncd"
+        guard runAs != nil else { return }
+        try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        try own(root)
+        if executable != Self.binary {
+            try FileManager.default.copyItem(atPath: Self.binary, toPath: executable)
+            chmod(executable, 0o755)
+        }
+        // The root's ancestors (TMPDIR) must be traversable too; say so rather than fail obscurely.
+        let probe = try run(["/usr/bin/test", "-w", root, "-a", "-x", executable])
+        guard probe.status == 0 else {
+            throw HarnessError("uid \(Self.serviceUser.uid) cannot write \(root) or run \(executable); check TMPDIR's permissions")
+        }
+    }
+
+    struct HarnessError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Whether the service user can run `path`: every directory above it traversable and the
+    /// file executable. Asked of the kernel (access(2) in `test`) rather than derived from mode
+    /// bits. Not by running `path` through setpriv: setpriv keeps root's capabilities until its
+    /// execve, so that exec succeeds where the service user's own never would.
+    private static func serviceUserCanRun(_ path: String) -> Bool {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = setprivArguments(serviceUser) + ["/usr/bin/test", "-x", path]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return false }
+        p.waitUntilExit()
+        return p.terminationStatus == 0
+    }
+
+    private static func setprivArguments(_ user: (uid: uid_t, gid: gid_t)) -> [String] {
+        ["--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"]
+    }
+
+    /// A process that runs `command` (an absolute path and its arguments) as this harness's user.
+    private func makeProcess(_ command: [String]) -> Process {
+        let p = Process()
+        if let user = runAs {
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            p.arguments = Self.setprivArguments(user) + command
+        } else {
+            p.executableURL = URL(fileURLWithPath: command[0])
+            p.arguments = Array(command.dropFirst())
+        }
+        return p
+    }
+
+    /// Hands `path` and everything below it (symlinks themselves, not their targets) to the
+    /// daemon's user; nothing to do when the daemon runs as the test's own user.
+    func own(_ path: String) throws {
+        guard let user = runAs else { return }
+        var paths = [path]
+        if let below = FileManager.default.enumerator(atPath: path) {
+            while let rel = below.nextObject() as? String { paths.append(path + "/" + rel) }
+        }
+        for p in paths where lchown(p, user.uid, user.gid) != 0 {
+            throw HarnessError("lchown \(p): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Writes `data` at `path` (parents created), all of it owned by the daemon's user: written
+    /// beside `root`'s folders first and renamed in, so the daemon never sees it half-owned.
+    func write(_ data: Data, to path: String) throws {
+        let parent = (path as NSString).deletingLastPathComponent
+        var missing: [String] = []
+        var dir = parent
+        while !FileManager.default.fileExists(atPath: dir) { missing.append(dir); dir = (dir as NSString).deletingLastPathComponent }
+        for d in missing.reversed() {
+            try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: false)
+            try own(d)
+        }
+        let staged = root + "/.write-\(UUID().uuidString.prefix(8))"
+        try data.write(to: URL(fileURLWithPath: staged))
+        try own(staged)
+        guard rename(staged, path) == 0 else { throw HarnessError("rename to \(path): \(String(cString: strerror(errno)))") }
     }
 
     deinit {
@@ -34,9 +130,12 @@ final class DaemonHarness {
 
     @discardableResult
     func cli(_ args: [String], timeout: TimeInterval = 60) throws -> Result {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
+        try run([executable] + args)
+    }
+
+    /// Runs `command` as this harness's user with `SYNCD_HOME` set, and collects its output.
+    private func run(_ command: [String]) throws -> Result {
+        let p = makeProcess(command)
         var env = ProcessInfo.processInfo.environment
         env["SYNCD_HOME"] = home
         p.environment = env
@@ -52,9 +151,7 @@ final class DaemonHarness {
 
     /// Daemons in tests keep the LAN beacon off (so parallel clusters never meet) unless asked.
     func startDaemon(extra: [String] = [], beacon: Bool = false) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["daemon", "--home", home, "--listen", "127.0.0.1:0"] + (beacon ? [] : ["--no-lan-beacon"]) + extra
+        let p = makeProcess([executable, "daemon", "--home", home, "--listen", "127.0.0.1:0"] + (beacon ? [] : ["--no-lan-beacon"]) + extra)
         let log = root + "/daemon.log"
         FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)!

@@ -1,12 +1,16 @@
 import Foundation
 import XCTest
 
-/// Real daemons on loopback sharing folders.
-final class ReplicationIntegrationTests: XCTestCase {
+/// Helpers for tests that run real daemons on loopback sharing a folder.
+protocol ClusterTesting: XCTestCase {}
+
+extension ClusterTesting {
     /// Starts `count` daemons joined through the first one; the first shares a new folder and the
-    /// others join it with `secrets[i]` (default: the same read-write secret).
-    func cluster(_ count: Int, name: String, secrets: ((String) -> [String?])? = nil) throws -> (daemons: [DaemonHarness], secret: String) {
-        let first = try DaemonHarness(name: "\(name)0")
+    /// others join it with `secrets[i]` (default: the same read-write secret). `unprivileged` runs
+    /// every daemon as the service user (DaemonHarness).
+    func cluster(_ count: Int, name: String, unprivileged: Bool = false,
+                 secrets: ((String) -> [String?])? = nil) throws -> (daemons: [DaemonHarness], secret: String) {
+        let first = try DaemonHarness(name: "\(name)0", unprivileged: unprivileged)
         try first.startDaemon()
         let seed = try XCTUnwrap(first.status().listen)
         let add = try first.cli(["add", first.root + "/data", "--secret"])
@@ -15,7 +19,7 @@ final class ReplicationIntegrationTests: XCTestCase {
         var daemons = [first]
         let chosen = secrets?(secret) ?? Array(repeating: secret, count: count)
         for i in 1..<count {
-            let h = try DaemonHarness(name: "\(name)\(i)")
+            let h = try DaemonHarness(name: "\(name)\(i)", unprivileged: unprivileged)
             try h.startDaemon(extra: ["--join", seed])
             let r = try h.cli(["add", h.root + "/data", "--secret", chosen[i] ?? secret])
             XCTAssertEqual(r.status, 0, r.stderr)
@@ -48,7 +52,10 @@ final class ReplicationIntegrationTests: XCTestCase {
         let r = try h.cli(["wait", h.root + "/data", "--timeout", String(timeout)], timeout: Double(timeout + 30))
         XCTAssertEqual(r.status, 0, "wait failed: \(r.stderr)\n\(h.daemonLog.suffix(2000))", file: file, line: line)
     }
+}
 
+/// Real daemons on loopback sharing folders.
+final class ReplicationIntegrationTests: XCTestCase, ClusterTesting {
     func test_twoPeers_syncEveryKindOfChange_andWaitMeansTheDataIsThere() throws {
         let (d, _) = try cluster(2, name: "pair")
         let a = d[0].root + "/data", b = d[1].root + "/data"
@@ -356,5 +363,28 @@ extension DaemonHarness {
     static func readOnly(_ rw: String) throws -> String {
         let h = try DaemonHarness(name: "ro-derive")
         return h.cliSync(["secret", "--read-only", rw])
+    }
+}
+
+extension ReplicationIntegrationTests {
+    /// `ln orig twin`, then an append through `orig`: inotify names only `orig`, yet the peer must
+    /// get the new content under both names before `wait` says in sync (not at the hourly rescan).
+    func test_appendThroughOneHardLink_reachesThePeerUnderEveryName() throws {
+        let (d, _) = try cluster(2, name: "hardlink")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try Data("v1\n".utf8).write(to: URL(fileURLWithPath: a + "/orig"))
+        try FileManager.default.createDirectory(atPath: a + "/other", withIntermediateDirectories: true)
+        XCTAssertEqual(link(a + "/orig", a + "/other/twin"), 0)
+        try waitInSync(d[0])
+        XCTAssertEqual(try String(contentsOfFile: b + "/other/twin", encoding: .utf8), "v1\n")
+
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: a + "/orig"))
+        handle.seekToEndOfFile()
+        handle.write(Data("v2\n".utf8))
+        handle.closeFile()
+        try waitInSync(d[0])
+        XCTAssertEqual(try String(contentsOfFile: b + "/orig", encoding: .utf8), "v1\nv2\n")
+        XCTAssertEqual(try String(contentsOfFile: b + "/other/twin", encoding: .utf8), "v1\nv2\n", "the other name is not stale")
+        XCTAssertEqual(tree(b), tree(a))
     }
 }

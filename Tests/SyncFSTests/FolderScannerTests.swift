@@ -108,6 +108,36 @@ final class FolderScannerTests: XCTestCase {
         XCTAssertEqual(changes, [.removed(path: "gone/x/y"), .removed(path: "gone/x"), .removed(path: "gone")])
     }
 
+    /// inotify reports only the name written through; the file's other names changed as much.
+    func test_changeThroughOneHardLink_incrementalScanOfThatName_findsEveryNameChanged() throws {
+        fs.write("orig", Array("v1".utf8))
+        fs.link("orig", "elsewhere/twin")
+        fs.write("plain", [9])
+        try scan()
+        XCTAssertEqual(index["elsewhere/twin"]?.metadata.inode, index["orig"]?.metadata.inode)
+        fs.write("orig", Array("v1 and v2".utf8))   // in place: the inode keeps both names
+        let changes = try scan(["orig"])
+        XCTAssertEqual(Set(changes.map(\.path)), ["orig", "elsewhere/twin"])
+        guard case .present(_, let m, let chunks)? = changes.first(where: { $0.path == "elsewhere/twin" }) else { return XCTFail() }
+        XCTAssertEqual(m.size, 9)
+        XCTAssertEqual(chunks.reduce(0) { $0 + Int($1.size) }, 9)
+        XCTAssertEqual(try scan(), [], "a full rescan finds nothing the incremental scan missed")
+    }
+
+    func test_changeThroughOneHardLink_skipsTheOtherNamesThatAreIgnoredOrUnchanged() throws {
+        fs.write("orig", [1])
+        fs.link("orig", "build/twin")
+        try scan()
+        fs.write("orig", [1, 2])
+        let rules = IgnoreRules(parsing: "build/\n")
+        XCTAssertEqual(try scan(["orig"], ignore: rules).map(\.path), ["orig"], "an ignored name stays as it was")
+        // The twin is removed and its name reused by an unrelated file: nothing links them any more.
+        fs.remove("build/twin")
+        fs.write("orig", [1, 2, 3])
+        fs.write("build/twin", [7])
+        XCTAssertEqual(try scan(["orig"]).map(\.path), ["orig"])
+    }
+
     func test_modeChange_shouldBeAChange() throws {
         fs.write("a", [1])
         try scan()

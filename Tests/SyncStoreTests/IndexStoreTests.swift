@@ -30,6 +30,23 @@ final class IndexStoreTests: XCTestCase {
         XCTAssertEqual(try store.folders().map(\.path), ["/data"])
     }
 
+    func test_liveFiles_withInode_findsTheLiveNamesOfThatInodeInThatFolder() throws {
+        let big: UInt64 = .max - 1   // stored by bit pattern, negative in SQLite
+        try store.recordLocalChanges([
+            .present(path: "orig", metadata: meta(inode: big), chunks: []),
+            .present(path: "d/twin", metadata: meta(inode: big), chunks: []),
+            .present(path: "gone", metadata: meta(inode: big), chunks: []),
+            .present(path: "dir", metadata: meta(.directory, size: 0, inode: big), chunks: []),
+            .present(path: "other", metadata: meta(inode: 41), chunks: []),
+        ], folder: folder.id, device: device)
+        try store.recordLocalChanges([.removed(path: "gone")], folder: folder.id, device: device)
+        let second = try store.addFolder(path: "/data2", folderID: "fid2", access: "read-write", secret: "s", chunkerVersion: 1)
+        try store.recordLocalChanges([.present(path: "x", metadata: meta(inode: big), chunks: [])], folder: second.id, device: device)
+        XCTAssertEqual(Set(try store.liveFiles(folder: folder.id, inode: big)), ["orig", "d/twin"])
+        XCTAssertEqual(try store.liveFiles(folder: folder.id, inode: 41), ["other"])
+        XCTAssertEqual(try store.liveFiles(folder: folder.id, inode: 42), [])
+    }
+
     func test_pieces_areKeptByID_andPrunedToTheOnesInUse() throws {
         let p1 = chunk(1, 1).id, p2 = chunk(2, 1).id
         try store.storePieces([(p1, [1, 2, 3]), (p2, [4])], folder: folder.id)
