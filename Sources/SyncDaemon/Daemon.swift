@@ -47,8 +47,12 @@ public final class Daemon: @unchecked Sendable {
         lockFD = open(home.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else { throw StartError.alreadyRunning(home.path) }
         identity = try DeviceIdentity.loadOrCreate(at: home.deviceKeyPath)
+        // The index holds folder secrets: it exists 0600 before SQLite opens it, because SQLite
+        // gives the -wal and -shm files it creates the database file's mode.
+        let created = open(home.indexPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        if created >= 0 { fchmod(created, 0o600); close(created) }
+        for suffix in ["-wal", "-shm"] { chmod(home.indexPath + suffix, 0o600) }
         store = try IndexStore(path: home.indexPath)
-        chmod(home.indexPath, 0o600)
     }
 
     /// Starts everything and blocks until a termination signal, then shuts down in order.

@@ -310,7 +310,7 @@ public struct POSIXFileSystem: WritableFileSystem {
         return FileMetadata(kind: kind, size: kind == .directory ? 0 : Int64(st.st_size), mode: UInt32(st.st_mode & 0o7777),
                             mtimeNs: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),
                             ctimeNs: Int64(st.st_ctim.tv_sec) * 1_000_000_000 + Int64(st.st_ctim.tv_nsec),
-                            inode: UInt64(st.st_ino))
+                            inode: UInt64(st.st_ino), nlink: UInt32(st.st_nlink))
     }
 
     static func error(_ path: String, _ op: String, _ code: Int32 = errno) -> FileSystemError {
