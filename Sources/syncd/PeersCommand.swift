@@ -16,7 +16,7 @@ struct PeersCommand: ParsableCommand {
         guard let peers = response.peers else { throw CLIError("the daemon sent no member list") }
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(peers), as: UTF8.self))
             return
         }

@@ -18,7 +18,7 @@ struct StatusCommand: ParsableCommand {
         guard let status = response.status else { throw CLIError("the daemon sent no status") }
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(status), as: UTF8.self))
             return
         }
@@ -28,6 +28,7 @@ struct StatusCommand: ParsableCommand {
             print("\(f.path)  [\(f.access)]  \(f.state)\(f.error.map { ": \($0)" } ?? "")")
             print("  folder \(f.folderId)")
             print("  \(f.localFiles) files, \(f.localDirectories) directories, \(f.localBytes) bytes, sequence \(f.sequence)\(f.watching ? "" : ", not watching (periodic rescans)")")
+            if let failing = f.pullError { print("  not applied (retrying): \(failing)") }
         }
     }
 }

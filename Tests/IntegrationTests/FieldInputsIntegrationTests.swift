@@ -174,3 +174,55 @@ extension SessionIntegrationTests {
         XCTAssertEqual(try h.cli(["status"]).status, 0, "the daemon lives on")
     }
 }
+
+extension UnprivilegedIntegrationTests {
+    /// As the service user: a read-only directory arrives filled (its mode is set after its
+    /// contents), later files still get into it, and one path the receiver cannot place (a
+    /// directory another user owns) is reported and retried while the rest of its batch is applied.
+    func test_readOnlyDirectory_arrivesFilled_andAPathThatCannotBePlacedNeverSinksItsBatch() throws {
+        let (d, _) = try cluster(2, name: "rodir", unprivileged: true)
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try d[0].write(Data("a".utf8), to: a + "/docs/a.txt")
+        try d[0].write(Data("top".utf8), to: a + "/top.txt")
+        XCTAssertEqual(chmod(a + "/docs", 0o555), 0)
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a))
+        XCTAssertEqual(tree(b)["docs"], "dir 555")
+        XCTAssertEqual(try String(contentsOfFile: b + "/docs/a.txt", encoding: .utf8), "a")
+
+        // The writer opens the directory for a moment; the receiver's stays read-only throughout.
+        XCTAssertEqual(chmod(a + "/docs", 0o755), 0)
+        try d[0].write(Data("b".utf8), to: a + "/docs/b.txt")
+        XCTAssertEqual(chmod(a + "/docs", 0o555), 0)
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a))
+        XCTAssertEqual(try String(contentsOfFile: b + "/docs/b.txt", encoding: .utf8), "b")
+
+        guard geteuid() == 0 else { return }   // making a directory another user owns takes root
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: b + "/blocked", withIntermediateDirectories: false)   // root's, 0755
+        try waitInSync(d[1])
+        XCTAssertEqual(tree(a)["blocked"], "dir 755")
+        // One batch holding a path B cannot place and one it can: B is stopped while A writes both.
+        let seed = try XCTUnwrap(d[0].status().listen)
+        d[1].stopDaemon()
+        try d[0].write(Data("x".utf8), to: a + "/blocked/x.txt")
+        try d[0].write(Data("other".utf8), to: a + "/other.txt")
+        try d[0].waitForFolder(timeout: 10, "A indexed both") { $0.localFiles == 5 }
+        try d[1].startDaemon(extra: ["--join", seed])
+        var deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !fm.fileExists(atPath: b + "/other.txt") { usleep(50_000) }
+        XCTAssertEqual(try? String(contentsOfFile: b + "/other.txt", encoding: .utf8), "other", "the rest of the batch arrived")
+        XCTAssertFalse(fm.fileExists(atPath: b + "/blocked/x.txt"))
+        deadline = Date().addingTimeInterval(10)
+        var status = ""
+        while Date() < deadline && !status.contains("blocked/x.txt") { status = (try? d[1].cli(["status", "--json"]).stdout) ?? ""; usleep(100_000) }
+        XCTAssertTrue(status.contains("blocked/x.txt"), "status names the path that failed: \(status)")
+        XCTAssertNotEqual(try d[0].cli(["wait", a, "--timeout", "2"]).status, 0, "not in sync while B cannot place a file")
+        // Once the directory is B's to write, the retry places the file.
+        try d[1].own(b + "/blocked")
+        try waitInSync(d[0])
+        XCTAssertEqual(try String(contentsOfFile: b + "/blocked/x.txt", encoding: .utf8), "x")
+        XCTAssertEqual(tree(b), tree(a))
+    }
+}
