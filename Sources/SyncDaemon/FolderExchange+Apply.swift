@@ -22,6 +22,13 @@ extension FolderExchange {
         case conflictLink(FileEntry, name: String)
     }
 
+    /// The path a step writes.
+    static func path(of step: Step) -> String {
+        switch step {
+        case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e), .conflictCopy(let e, _, _), .conflictLink(let e, _): e.path
+        }
+    }
+
     /// The step that puts `entry` in place.
     static func step(placing entry: FileEntry) -> Step {
         if entry.deleted { return .delete(entry) }
@@ -40,12 +47,13 @@ extension FolderExchange {
         let entries: [FileEntry]
         do { entries = try resolvePieces(listed, from: link) } catch {
             logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
-            lock.withLock { counters.pullError = "\(error)" }
+            lock.withLock { counters.batchError = "\(error)" }
             return false
         }
         var steps: [Step] = []
         var applied: [FileEntry] = []
         var conflictsLocal: [String: String] = [:]   // path → conflict name for our losing version
+        var unplaced: [(path: String, error: Error)] = []   // paths not applied this time (retried)
         let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
         let needed = entries.map { remote in (remote, local: locals[remote.path]) }
         let bytesNeeded = needed.reduce(Int64(0)) { $0 + ($1.0.deleted ? 0 : $1.0.metadata.size) }
@@ -109,19 +117,30 @@ extension FolderExchange {
             waitForAnnouncedPeers(before: steps)
             renames = Self.renames(in: steps, locals: locals)   // read by stage() and place(), cleared on return
             clock.lap("plan")
-            try stageAll(&steps, from: link, clock: &clock)
+            let unstaged = try stageAll(&steps, from: link, clock: &clock)
             clock.lap("stage")
+            if unstaged.values.contains(where: { "\($0)" == "disk full" }) { throw PullError(description: "disk full") }
+            for (i, error) in unstaged {
+                let path = Self.path(of: steps[i])
+                if let e = error as? PullError, e.gone, link.device.short == origin {
+                    // Superseded at the source: its newer version comes in a later manifest.
+                    logger.info("\(RelativePath.display(path)) changed again on \(link.device.short.hex) before its chunks came; waiting for the newer version")
+                } else {
+                    unplaced.append((path, error))
+                }
+            }
+            steps = steps.indices.filter { unstaged[$0] == nil }.map { steps[$0] }
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
-            lock.withLock { counters.pullError = "\(error)" }
+            lock.withLock { counters.batchError = "\(error)" }
             cleanStaged(steps)
             if "\(error)" == "disk full" { service.pauseForFullDisk(needed: bytesNeeded) }
             return false
         }
-        guard !steps.isEmpty || !applied.isEmpty else { return true }
+        guard !steps.isEmpty || !applied.isEmpty || !unplaced.isEmpty else { return true }
         // A few files were fsynced as they were staged; many small ones are flushed at once here.
         let syncEach = Self.syncsEachFile(steps)
-        var failed: [(path: String, error: Error)] = []
+        var failed = unplaced
         do {
             if !syncEach { try flush() }
             clock.lap("flush")
@@ -137,7 +156,7 @@ extension FolderExchange {
                 knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
                 defer { knownStates = nil }
                 let placed = try place(steps, conflictsLocal: conflictsLocal, syncEach: syncEach)
-                failed = placed.failed
+                failed += placed.failed
                 clock.lap("place")
                 let stats = (applied + placed.done).map { e -> (entry: FileEntry, stat: FileMetadata) in
                     let m = (e.deleted ? nil : (try? folder.metadata(e.path)) ?? nil) ?? e.metadata
@@ -148,19 +167,23 @@ extension FolderExchange {
             }
         } catch {
             logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
-            lock.withLock { counters.pullError = "\(error)" }
+            lock.withLock { counters.batchError = "\(error)" }
             cleanStaged(steps)
             return false
         }
+        // Paths applied now (or superseded by what was recorded) no longer fail; the ones that
+        // failed are reported until they apply, and block acknowledging this manifest.
+        lock.withLock {
+            counters.batchError = nil
+            for e in entries { counters.failing[e.path] = nil }
+            for f in failed { counters.failing[f.path] = "\(f.error)" }
+        }
         if !failed.isEmpty {
-            // The rest of the batch is in place and recorded; these paths are retried with it.
             for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(link.device.short.hex): \(f.error); will retry") }
-            lock.withLock { counters.pullError = failed.map { "\(RelativePath.display($0.path)): \($0.error)" }.joined(separator: "; ") }
             cleanStaged(steps)
             return false
         }
         logger.info("applied \(steps.count) changes from \(link.device.short.hex) in \(clock)")
-        lock.withLock { counters.pullError = nil }
         pruneTrash()
         lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
         pushLocalChanges()   // pass them on to other peers (not back to this one)

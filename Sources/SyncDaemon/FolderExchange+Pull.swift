@@ -54,12 +54,12 @@ extension FolderExchange {
             }
         }
         guard !wanted.isEmpty else { return {} }
-        let stop = Flag(), window = DispatchSemaphore(value: Self.prefetchWindow), order = wanted
+        let stop = Flag(), window = RequestWindow(limit: Self.prefetchWindow), order = wanted
         DispatchQueue.global().async { [self] in
             for (chunk, p) in order {
                 // A peer that stopped answering: the stagers ask again, and other peers.
-                guard window.wait(timeout: .now() + Self.requestTimeout) == .success, !stop.isRaised else { return }
-                p.onDone = { window.signal() }
+                guard window.acquire(timeout: Self.requestTimeout), !stop.isRaised else { return }
+                p.onDone = { window.release() }
                 send(p, for: chunk, to: link)
             }
         }
@@ -68,15 +68,16 @@ extension FolderExchange {
 
     /// Stages every file of the batch, four at a time: while one file waits for its chunks the
     /// others are verified and written, and file creation (a kernel cost that dominates small
-    /// files) runs in parallel in four directories.
-    func stageAll(_ steps: inout [Step], from link: PeerLink, clock: inout StageClock) throws {
+    /// files) runs in parallel in four directories. Returns the steps (by index) that could not
+    /// be staged, with the reason; the others are staged whatever happens to those.
+    func stageAll(_ steps: inout [Step], from link: PeerLink, clock: inout StageClock) throws -> [Int: Error] {
         let jobs = steps.indices.filter { i in
             switch steps[i] {
             case .file, .conflictCopy: true
             default: false
             }
         }
-        guard !jobs.isEmpty else { return }
+        guard !jobs.isEmpty else { return [:] }
         let snapshot = steps
         let stopPrefetch = prefetchSmallFiles(jobs.compactMap { i -> FileEntry? in
             switch snapshot[i] {
@@ -88,14 +89,15 @@ extension FolderExchange {
         defer { stopPrefetch(); prefetched = [:]; knownLocations = nil }
         let results = Lock()
         var staged: [Int: String] = [:]
-        var failure: Error?
+        var failures: [Int: Error] = [:]
         var next = 0
         let workers = min(4, jobs.count), syncEach = Self.syncsEachFile(steps)
         let dirs = try (0..<workers).map(stagingDirectory)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             while true {
                 let job: Int? = results.withLock {
-                    guard failure == nil, next < jobs.count else { return nil }
+                    // A full disk fails every later file too: stop at the first one.
+                    guard !failures.values.contains(where: { "\($0)" == "disk full" }), next < jobs.count else { return nil }
                     defer { next += 1 }
                     return jobs[next]
                 }
@@ -109,7 +111,7 @@ extension FolderExchange {
                     let path = try stage(entry, in: dirs[worker], from: link, syncEach: syncEach)
                     results.withLock { staged[i] = path }
                 } catch {
-                    results.withLock { if failure == nil { failure = error } }
+                    results.withLock { failures[i] = error }
                 }
             }
         }
@@ -120,11 +122,20 @@ extension FolderExchange {
             default: break
             }
         }
-        if let failure { throw failure }
+        return failures
     }
 
     struct PullError: Error, CustomStringConvertible {
         let description: String
+        /// The peer that announced this version answered that it no longer has the chunk (its file
+        /// changed again), and nobody else had it: a newer version of the path is on its way.
+        var gone = false
+    }
+
+    /// Whether `link` answers right away that it does not have `chunk` (rather than not answering).
+    func refuses(_ chunk: ChunkRef, _ link: PeerLink) -> Bool {
+        let p = request(chunk, from: link)
+        return p.wait(Self.requestTimeout) && p.bytes == nil
     }
 
     /// A rename staged without copying: a hard link to the local file, if that file is still
@@ -194,7 +205,9 @@ extension FolderExchange {
             if bytes == nil, let (p, source) = requested.removeValue(forKey: i) ?? prefetched[chunk.id].map({ ($0, link) }) {
                 // Timed out, refused or unreadable: ask the other peers, one at a time.
                 bytes = receive(p, from: source, chunk) ?? fetch(chunk, preferring: link, skipping: source)
-                if bytes == nil { throw PullError(description: "chunk \(chunk.id) did not arrive from any peer") }
+                if bytes == nil {
+                    throw PullError(description: "chunk \(chunk.id) did not arrive from any peer", gone: refuses(chunk, link))
+                }
             }
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
                 throw PullError(description: "chunk \(chunk.id) failed verification")
@@ -308,11 +321,14 @@ extension FolderExchange {
     }
 
     func send(_ p: PendingRequest, for chunk: ChunkRef, to link: PeerLink) {
-        let id: UInt32 = lock.withLock {
+        let id: UInt32? = lock.withLock {
+            guard links[link.device.short] === link else { return nil }   // that session has ended
+            p.peer = link.device.short
             nextRequest &+= 1
             pending[nextRequest] = p
             return nextRequest
         }
+        guard let id else { return p.complete(nil) }
         link.send(.request(id: id, chunk: chunk.id, size: chunk.size))
     }
 
@@ -321,9 +337,7 @@ extension FolderExchange {
             counters.bytesIn += Int64(bytes?.count ?? 0)
             return pending.removeValue(forKey: id)
         }) else { return }
-        p.bytes = bytes
-        p.done.signal()
-        p.onDone?()
+        p.complete(bytes)
     }
 }
 

@@ -48,28 +48,94 @@ final class FolderExchange: @unchecked Sendable {
         /// What this peer holds of other origins' indexes (relays from a storage peer).
         var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
         var relayed = false
+        /// Origins a change of which failed to apply on this session: nothing of theirs is
+        /// acknowledged any more until the session is redialled.
+        var failedOrigins: Set<UInt64> = []
         init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
     }
 
-    /// A chunk request in flight. Several stagers may wait for one (a chunk two files share).
+    /// A chunk request in flight: answered once (the chunk, or nil for a refusal, a timeout or a
+    /// session that ended), waited on by any number of stagers. A condition variable, not a
+    /// semaphore: libdispatch traps when a semaphore is freed below its initial value, which a
+    /// request abandoned mid-wait did (SIGILL in `_dispatch_semaphore_dispose`).
     final class PendingRequest: @unchecked Sendable {
-        let done = DispatchSemaphore(value: 0)
-        var bytes: [UInt8]?
-        /// Called once the answer (or a refusal) is in, on the session's thread.
+        private let condition = NSCondition()
+        private var answered = false
+        private var answer: [UInt8]?
+        /// The peer asked (its short id), so a session that ends fails its requests at once.
+        var peer: ShortDeviceID = 0
+        /// Called once the answer (or a refusal) is in, on the answering thread.
         var onDone: (@Sendable () -> Void)?
 
-        /// Whether the answer came within `timeout`; once it has, every later wait returns at once.
-        func wait(_ timeout: DispatchTimeInterval) -> Bool {
-            guard done.wait(timeout: .now() + timeout) == .success else { return false }
-            done.signal()
+        /// The chunk's bytes once answered; nil before, or when refused.
+        var bytes: [UInt8]? { condition.lock(); defer { condition.unlock() }; return answer }
+
+        /// Records the answer (the first one counts) and wakes every waiter.
+        func complete(_ bytes: [UInt8]?) {
+            condition.lock()
+            guard !answered else { condition.unlock(); return }
+            answered = true
+            answer = bytes
+            let done = onDone
+            condition.broadcast()
+            condition.unlock()
+            done?()
+        }
+
+        /// Whether the answer came within `timeout` seconds; once it has, every wait returns at once.
+        func wait(_ timeout: TimeInterval) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            condition.lock()
+            defer { condition.unlock() }
+            while !answered {
+                if !condition.wait(until: deadline) { return answered }
+            }
             return true
+        }
+    }
+
+    /// At most `limit` requests in flight (the prefetch window); `acquire` waits for a free slot.
+    final class RequestWindow: @unchecked Sendable {
+        private let condition = NSCondition()
+        private var free: Int
+
+        init(limit: Int) { free = limit }
+
+        /// False when no slot came free within `timeout` seconds.
+        func acquire(timeout: TimeInterval) -> Bool {
+            let deadline = Date().addingTimeInterval(timeout)
+            condition.lock()
+            defer { condition.unlock() }
+            while free == 0 {
+                if !condition.wait(until: deadline) && free == 0 { return false }
+            }
+            free -= 1
+            return true
+        }
+
+        func release() {
+            condition.lock()
+            free += 1
+            condition.signal()
+            condition.unlock()
         }
     }
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
-        /// Why the last pull or apply failed (cleared by the next success), e.g. a full disk.
-        var pullError: String?
+        /// Why the last batch failed as a whole (cleared by the next batch that applies), e.g. a
+        /// full disk or chunk lists that did not arrive.
+        var batchError: String?
+        /// Paths whose change failed to apply, with the reason: retried until they apply or a
+        /// newer version of the path is recorded.
+        var failing: [String: String] = [:]
+
+        /// What `status` shows as `pullError`: nil when nothing is failing.
+        var pullError: String? {
+            let paths = failing.keys.sorted().prefix(5).map { "\(RelativePath.display($0)): \(failing[$0]!)" }
+            let all = (batchError.map { [$0] } ?? []) + paths + (failing.count > 5 ? ["and \(failing.count - 5) more paths"] : [])
+            return all.isEmpty ? nil : all.joined(separator: "; ")
+        }
     }
 
     /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps
@@ -79,7 +145,10 @@ final class FolderExchange: @unchecked Sendable {
 
     static let entriesPerManifest = 1000
     static let requestWindow = 64
-    static let requestTimeout: DispatchTimeInterval = .seconds(30)
+    /// How long a chunk request may wait for its answer before the chunk is asked of the next peer
+    /// (seconds). A session that goes silent is closed by its keepalive and fails its requests
+    /// at once, so this only bounds a peer that is connected but slow.
+    static let requestTimeout: TimeInterval = 10
 
     let folderID: [UInt8]
     let access: AccessKind
@@ -107,6 +176,10 @@ final class FolderExchange: @unchecked Sendable {
     var pending: [UInt32: PendingRequest] = [:]
     var nextRequest: UInt32 = 0
     var counters = Counters()
+    /// Failed applies in a row per origin: the redial waits `retryBackoffBase` · 2ⁿ seconds.
+    var retryAttempts: [UInt64: Int] = [:]
+    static let retryBackoffBase = 0.5
+    static let retryBackoffMax = 8.0
     let work: DispatchQueue
     let pushQueue: DispatchQueue
     /// Chunks of small files fetched ahead for the whole batch, and where the batch's chunks sit
@@ -162,8 +235,17 @@ final class FolderExchange: @unchecked Sendable {
         link.send(.hello(.init(access: access, indexID: indexID, sequence: UInt64(max(sequence, 0)))))
     }
 
+    /// A session ended: its requests fail now (the stagers ask other peers at once, instead of
+    /// waiting out a timeout on a peer that is gone).
     func detach(_ link: PeerLink) {
-        lock.withLock { if links[link.device.short] === link { links[link.device.short] = nil } }
+        let orphaned: [PendingRequest] = lock.withLock {
+            guard links[link.device.short] === link else { return [] }
+            links[link.device.short] = nil
+            let gone = pending.filter { $0.value.peer == link.device.short }
+            for id in gone.keys { pending[id] = nil }
+            return Array(gone.values)
+        }
+        for p in orphaned { p.complete(nil) }
     }
 
     func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
@@ -356,15 +438,28 @@ final class FolderExchange: @unchecked Sendable {
         }
         lock.withLock { _ = inFlight.insert(key) }
         work.async { [self] in
+            // Once a change of this origin failed on this session, later manifests of the origin
+            // are still applied (their changes land) but not recorded or acknowledged: what this
+            // device holds of an origin is a prefix without gaps, so the origin keeps resending
+            // from the failed change until it applies or a newer version replaces it.
+            let blocked = lock.withLock { link.failedOrigins.contains(header.origin) }
             let ok = apply(entries, origin: header.origin, from: link)
             lock.withLock { _ = inFlight.remove(key) }
-            guard ok, (try? recordApplied(header, bytes)) != nil else {
-                // A chunk the peer no longer has (superseded), a full disk, a paused folder: start
-                // over in a moment; the peer then sends its current entries from our applied floor.
-                DispatchQueue.global().asyncAfter(deadline: .now() + 1) { link.close?("resynchronizing after a failed apply") }
+            if ok && !blocked, (try? recordApplied(header, bytes)) != nil {
+                link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
+                if keys.manifestKey != nil { lock.withLock { retryAttempts[header.origin] = nil } }
                 return
             }
-            link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
+            let (first, delay): (Bool, Double) = lock.withLock {
+                guard link.failedOrigins.insert(header.origin).inserted else { return (false, 0) }
+                let attempt = retryAttempts[header.origin, default: 0]
+                retryAttempts[header.origin] = attempt + 1
+                return (true, min(Self.retryBackoffMax, Self.retryBackoffBase * Double(1 << min(attempt, 10))))
+            }
+            // A chunk the peer no longer has, a path in the way, a full disk, a paused folder:
+            // start over after a backoff; the peer then resends its current entries from our floor.
+            guard first else { return }
+            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { link.close?("resynchronizing after a failed apply") }
         }
         return .reply([])
     }

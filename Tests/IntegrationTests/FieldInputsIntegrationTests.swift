@@ -140,6 +140,7 @@ extension SessionIntegrationTests {
         func snapshot(_ dir: String) -> [String] { ((try? fm.subpathsOfDirectory(atPath: dir)) ?? []).sorted() }
         let outsideBefore = snapshot(outside), subBefore = snapshot(root + "/sub")
 
+        let evil = "syncd-evil-\(UUID().uuidString.prefix(8)).txt"   // a name no earlier run can have left in /tmp
         let keys = secret.keys
         let client = try PeerClient(port: try h.sessionPort(), folderID: keys.folderID, psk: keys.sessionPSK)
         XCTAssertTrue(client.handshake())
@@ -162,7 +163,7 @@ extension SessionIntegrationTests {
         XCTAssertEqual((try? fm.destinationOfSymbolicLink(atPath: root + "/one")), outside)
         try send([entry("one/evil.txt", .file), entry("one/tmp/evil.txt", .file), entry("one/newdir", .directory),
                   entry("one/link", .symlink, target: "x"), entry("one/keep.txt", .file, deleted: true),
-                  entry("dots/outside/evil.txt", .file), entry("rootlink/tmp/syncd-evil.txt", .file),
+                  entry("dots/outside/evil.txt", .file), entry("rootlink/tmp/" + evil, .file),
                   entry("inner/evil.txt", .file), entry("inner/deeper", .directory)])
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline && !h.daemonLog.contains("cannot apply") { usleep(20_000) }
@@ -170,7 +171,7 @@ extension SessionIntegrationTests {
         XCTAssertEqual(snapshot(outside), outsideBefore)
         XCTAssertEqual(try String(contentsOfFile: outside + "/keep.txt", encoding: .utf8), "untouched")
         XCTAssertEqual(snapshot(root + "/sub"), subBefore)
-        XCTAssertFalse(fm.fileExists(atPath: "/tmp/syncd-evil.txt"))
+        XCTAssertFalse(fm.fileExists(atPath: "/tmp/" + evil))
         XCTAssertEqual(try h.cli(["status"]).status, 0, "the daemon lives on")
     }
 }
