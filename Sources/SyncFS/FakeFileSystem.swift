@@ -1,6 +1,8 @@
 import SyncCore
 
-/// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory.
+/// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory, in
+/// path text like every path in syncd (`RelativePath`: "caf%C3%A9" is `café` in NFC), which it
+/// checks so a test cannot pass a name the real filesystem would never return.
 /// Each write bumps a fake clock so mtime/ctime change like on a real disk.
 public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     private struct Node {
@@ -20,6 +22,7 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func write(_ path: String, _ content: [UInt8], mode: UInt32 = 0o644) {
+        precondition(RelativePath.isText(path), "not path text: \(path)")
         lock.withLock {
             makeParents(path)
             let inode = nodes[path]?.metadata.inode ?? allocateInode()
@@ -30,6 +33,7 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func mkdir(_ path: String, mode: UInt32 = 0o755) {
+        precondition(RelativePath.isText(path), "not path text: \(path)")
         lock.withLock {
             makeParents(path)
             clock += 1000
@@ -39,11 +43,13 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
         }
     }
 
+    /// `target` is path text too (a link's target is bytes like a name).
     public func symlink(_ path: String, target: String) {
+        precondition(RelativePath.isText(path) && RelativePath.isText(target), "not path text: \(path) -> \(target)")
         lock.withLock {
             makeParents(path)
             clock += 1000
-            nodes[path] = Node(metadata: FileMetadata(kind: .symlink, size: Int64(target.utf8.count), mode: 0o777,
+            nodes[path] = Node(metadata: FileMetadata(kind: .symlink, size: Int64(RelativePath.bytes(target)!.count), mode: 0o777,
                                                       mtimeNs: clock, ctimeNs: clock, inode: allocateInode(), symlinkTarget: target))
         }
     }
@@ -62,10 +68,11 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func rename(_ from: String, _ to: String) {
+        precondition(RelativePath.isText(to), "not path text: \(to)")
         lock.withLock {
             var moved: [String: Node] = [:]
             for (p, n) in nodes where RelativePath.isWithin(p, from) {
-                moved[to + String(p.dropFirst(from.count))] = n
+                moved[to + String(p.utf8.dropFirst(from.utf8.count))!] = n
             }
             nodes = nodes.filter { !RelativePath.isWithin($0.key, from) && !RelativePath.isWithin($0.key, to) }
             nodes.merge(moved) { $1 }
