@@ -14,6 +14,7 @@ public struct FileMetadata: Hashable, Sendable {
     public var mtimeNs: Int64
     public var ctimeNs: Int64
     public var inode: UInt64
+    /// A link's target as path text (`RelativePath`): a target is bytes like a name.
     public var symlinkTarget: String?
 
     public init(kind: FileKind, size: Int64, mode: UInt32, mtimeNs: Int64, ctimeNs: Int64, inode: UInt64,
@@ -33,6 +34,7 @@ public struct FileMetadata: Hashable, Sendable {
 
 /// One entry of a folder's index: the latest known state of a path, local or announced.
 public struct FileEntry: Hashable, Sendable {
+    /// Path text (`RelativePath`).
     public var path: String
     public var metadata: FileMetadata
     public var deleted: Bool
