@@ -18,6 +18,7 @@ public struct FileMetadata: Hashable, Sendable {
     /// unknown (metadata read back from the index or a manifest). A regular file with more than
     /// one name changes under all of them at once, so the scanner rescans the others.
     public var nlink: UInt32
+    /// A link's target as path text (`RelativePath`): a target is bytes like a name.
     public var symlinkTarget: String?
 
     public init(kind: FileKind, size: Int64, mode: UInt32, mtimeNs: Int64, ctimeNs: Int64, inode: UInt64,
@@ -37,6 +38,7 @@ public struct FileMetadata: Hashable, Sendable {
 
 /// One entry of a folder's index: the latest known state of a path, local or announced.
 public struct FileEntry: Hashable, Sendable {
+    /// Path text (`RelativePath`).
     public var path: String
     public var metadata: FileMetadata
     public var deleted: Bool

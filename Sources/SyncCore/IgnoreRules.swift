@@ -18,8 +18,11 @@
 /// - The folder's own `.syncd` directory and everything in it is always ignored; no pattern can
 ///   re-include it.
 ///
-/// Like git, matching is case-sensitive and byte-wise (`?` or a class matches one UTF-8 byte), and a
-/// malformed pattern (an unterminated `[`, an unknown `[:class:]`, a trailing lone `\`) matches
+/// Like git, matching is case-sensitive and byte-wise: a pattern is the bytes of its line and a
+/// path is matched as the bytes of its name (paths arrive as `RelativePath` path text and are
+/// decoded first), so a literal `café` matches exactly the name with the same bytes (NFC and NFD
+/// spellings are different names), and `?` or a class matches one byte — one of the two bytes of
+/// a UTF-8 `é`, or a whole Latin-1 one. A malformed pattern (an unterminated `[`, an unknown `[:class:]`, a trailing lone `\`) matches
 /// nothing: its line is skipped. Only the folder's root `.syncignore` exists, so there is no
 /// per-directory precedence.
 public struct IgnoreRules: Sendable {
@@ -28,26 +31,37 @@ public struct IgnoreRules: Sendable {
     private let rules: [Rule]
 
     public init(parsing text: String) {
-        var bytes = Array(text.utf8)[...]
+        self.init(parsing: Array(text.utf8))
+    }
+
+    /// Parses the file's bytes as they are: a pattern that is not UTF-8 (a Latin-1 name) still
+    /// matches the name with those bytes.
+    public init(parsing file: [UInt8]) {
+        var bytes = file[...]
         if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { bytes = bytes.dropFirst(3) }
         rules = bytes.split(separator: .newline).compactMap(Rule.init(line:))
     }
 
-    /// Whether `path` (folder-relative, `/`-separated, no leading slash) is ignored, itself or
-    /// through an ignored ancestor directory. The folder root (`""`) never is.
+    /// Whether `path` (path text: folder-relative, `/`-separated, no leading slash) is ignored,
+    /// itself or through an ignored ancestor directory. The folder root (`""`) never is.
     public func isIgnored(_ path: String, isDirectory: Bool) -> Bool {
-        var path = path
-        return path.withUTF8 { buffer in
-            let path = buffer[...]
-            if Self.isStateDirectory(path) { return true }
-            guard !rules.isEmpty, !path.isEmpty else { return false }
-            var nameStart = path.startIndex
-            for index in path.indices where path[index] == .slash {
-                if verdict(path[..<index], name: path[nameStart..<index], isDirectory: true) { return true }
-                nameStart = index + 1
-            }
-            return verdict(path, name: path[nameStart...], isDirectory: isDirectory)
+        // Path text without a '%' is ASCII and its own bytes: only escaped names need decoding.
+        if path.utf8.contains(.percent), let bytes = RelativePath.bytes(path) {
+            return bytes.withUnsafeBufferPointer { isIgnored(bytes: $0[...], isDirectory: isDirectory) }
         }
+        var path = path
+        return path.withUTF8 { isIgnored(bytes: $0[...], isDirectory: isDirectory) }
+    }
+
+    private func isIgnored(bytes path: Text, isDirectory: Bool) -> Bool {
+        if Self.isStateDirectory(path) { return true }
+        guard !rules.isEmpty, !path.isEmpty else { return false }
+        var nameStart = path.startIndex
+        for index in path.indices where path[index] == .slash {
+            if verdict(path[..<index], name: path[nameStart..<index], isDirectory: true) { return true }
+            nameStart = index + 1
+        }
+        return verdict(path, name: path[nameStart...], isDirectory: isDirectory)
     }
 
     /// `.syncd` or anything below it.
@@ -372,6 +386,7 @@ extension IgnoreRules {
 
 private extension UInt8 {
     static let newline = UInt8(ascii: "\n")
+    static let percent = UInt8(ascii: "%")
     static let carriageReturn = UInt8(ascii: "\r")
     static let space = UInt8(ascii: " ")
     static let hash = UInt8(ascii: "#")

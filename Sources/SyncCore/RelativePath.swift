@@ -1,10 +1,11 @@
 /// Rules for paths inside a folder: relative, '/'-separated, no empty, "." or ".." components,
-/// no NUL, and never inside the folder's own `.syncd` state directory.
+/// no NUL, and never inside the folder's own `.syncd` state directory. Paths are path text (see
+/// the extension below); the rules apply to the bytes the text stands for.
 public enum RelativePath {
     public static let stateDirectory = ".syncd"
 
     public enum Problem: Error, Equatable, Sendable, CustomStringConvertible {
-        case empty, absolute, emptyComponent, dotComponent, nul, stateDirectory, tooLong
+        case empty, absolute, emptyComponent, dotComponent, nul, stateDirectory, tooLong, notText
 
         public var description: String {
             switch self {
@@ -15,12 +16,15 @@ public enum RelativePath {
             case .nul: return "path contains a NUL byte"
             case .stateDirectory: return "path is inside the folder's .syncd directory"
             case .tooLong: return "path is longer than 4096 bytes"
+            case .notText: return "path is not in path-text form"
             }
         }
     }
 
+    /// The first rule `path` (path text) breaks, nil when it is a valid path. The length limit
+    /// counts the name's bytes, not its text.
     public static func validate(_ path: String) -> Problem? {
-        let bytes = Array(path.utf8)
+        guard let bytes = Self.bytes(path) else { return .notText }
         if bytes.isEmpty { return .empty }
         if bytes.count > 4096 { return .tooLong }
         if bytes.first == UInt8(ascii: "/") { return .absolute }
@@ -46,7 +50,7 @@ public enum RelativePath {
     /// True when `path` is `ancestor` or lies below it.
     public static func isWithin(_ path: String, _ ancestor: String) -> Bool {
         if ancestor.isEmpty { return true }
-        guard path.hasPrefix(ancestor) else { return false }
+        guard path.utf8.starts(with: ancestor.utf8) else { return false }  // bytes, not Characters
         let rest = path.utf8.dropFirst(ancestor.utf8.count)
         return rest.isEmpty || rest.first == UInt8(ascii: "/")
     }
@@ -84,8 +88,10 @@ extension RelativePath {
     /// The path text of a name given as a Swift string (a literal, a CLI argument): its UTF-8 bytes.
     public static func text(fromUnicode name: String) -> String { text(fromBytes: name.utf8) }
 
-    /// The bytes a path text stands for; nil when `text` is not in path-text form (a non-ASCII
-    /// character, or '%' not followed by two hex digits).
+    /// The bytes a path text stands for; nil when `text` is not in path-text form: a non-ASCII
+    /// character, or a '%' not followed by the escape `text(fromBytes:)` writes (two upper-case
+    /// hex digits of '%' or of a byte ≥ 0x80). Only the canonical spelling is accepted, so two
+    /// distinct texts never stand for the same name ("%e9", "%41" and "%2F" are not path text).
     public static func bytes(_ text: String) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(text.utf8.count)
@@ -94,7 +100,6 @@ extension RelativePath {
             switch c {
             case .some(let c) where c >= 0x30 && c <= 0x39: return c - 0x30
             case .some(let c) where c >= 0x41 && c <= 0x46: return c - 0x41 + 10
-            case .some(let c) where c >= 0x61 && c <= 0x66: return c - 0x61 + 10
             default: return nil
             }
         }
@@ -102,7 +107,9 @@ extension RelativePath {
             if c >= 0x80 { return nil }
             if c != UInt8(ascii: "%") { out.append(c); continue }
             guard let hi = digit(it.next()), let lo = digit(it.next()) else { return nil }
-            out.append(hi << 4 | lo)
+            let b = hi << 4 | lo
+            guard b >= 0x80 || b == UInt8(ascii: "%") else { return nil }
+            out.append(b)
         }
         return out
     }

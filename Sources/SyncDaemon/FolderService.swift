@@ -252,7 +252,7 @@ final class FolderService: @unchecked Sendable {
 
     static func loadIgnore(_ fs: POSIXFileSystem) -> IgnoreRules {
         guard let bytes = try? fs.readSmallFile(".syncignore") else { return .empty }
-        return IgnoreRules(parsing: String(decoding: bytes, as: UTF8.self))
+        return IgnoreRules(parsing: bytes)
     }
 }
 

@@ -1,6 +1,8 @@
 import SyncCore
 
-/// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory.
+/// An in-memory filesystem for tests. Thread-safe; paths relative, "" is the root directory, in
+/// path text like every path in syncd (`RelativePath`: "caf%C3%A9" is `café` in NFC), which it
+/// checks so a test cannot pass a name the real filesystem would never return.
 /// Each write bumps a fake clock so mtime/ctime change like on a real disk. Regular files may
 /// have several names (`link`): a write or chmod through one shows under all, as on a real disk.
 public final class FakeFileSystem: FileSystem, @unchecked Sendable {
@@ -22,6 +24,7 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
 
     /// Writes `content` in place (the inode stays, like `>`): every name of the file sees it.
     public func write(_ path: String, _ content: [UInt8], mode: UInt32 = 0o644) {
+        precondition(RelativePath.isText(path), "not path text: \(path)")
         lock.withLock {
             makeParents(path)
             clock += 1000
@@ -55,6 +58,7 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func mkdir(_ path: String, mode: UInt32 = 0o755) {
+        precondition(RelativePath.isText(path), "not path text: \(path)")
         lock.withLock {
             makeParents(path)
             clock += 1000
@@ -64,11 +68,13 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
         }
     }
 
+    /// `target` is path text too (a link's target is bytes like a name).
     public func symlink(_ path: String, target: String) {
+        precondition(RelativePath.isText(path) && RelativePath.isText(target), "not path text: \(path) -> \(target)")
         lock.withLock {
             makeParents(path)
             clock += 1000
-            nodes[path] = Node(metadata: FileMetadata(kind: .symlink, size: Int64(target.utf8.count), mode: 0o777,
+            nodes[path] = Node(metadata: FileMetadata(kind: .symlink, size: Int64(RelativePath.bytes(target)!.count), mode: 0o777,
                                                       mtimeNs: clock, ctimeNs: clock, inode: allocateInode(), symlinkTarget: target))
         }
     }
@@ -94,10 +100,11 @@ public final class FakeFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func rename(_ from: String, _ to: String) {
+        precondition(RelativePath.isText(to), "not path text: \(to)")
         lock.withLock {
             var moved: [String: Node] = [:]
             for (p, n) in nodes where RelativePath.isWithin(p, from) {
-                moved[to + String(p.dropFirst(from.count))] = n
+                moved[to + String(p.utf8.dropFirst(from.utf8.count))!] = n
             }
             let replaced = nodes.filter { RelativePath.isWithin($0.key, to) && !RelativePath.isWithin($0.key, from) }
             nodes = nodes.filter { !RelativePath.isWithin($0.key, from) && !RelativePath.isWithin($0.key, to) }

@@ -1,7 +1,8 @@
 import SyncCore
 
 /// The narrow view of a folder's filesystem that scanning needs. Paths are relative to the
-/// folder root ("" is the root itself), '/'-separated. Implementations: `POSIXFileSystem`
+/// folder root ("" is the root itself), '/'-separated, in path text (`RelativePath`): names are
+/// bytes, and `list` returns them, and `FileMetadata.symlinkTarget`, as path text. Implementations: `POSIXFileSystem`
 /// (the real disk) and `FakeFileSystem` (in memory, for tests).
 public protocol FileSystem: Sendable {
     /// lstat: metadata of the path itself (symlinks are never followed), nil when it does not exist.
@@ -81,7 +82,7 @@ public struct FileSystemError: Error, CustomStringConvertible, Equatable {
         self.path = path; self.operation = operation; self.errno = errno; self.message = message
     }
 
-    public var description: String { "\(operation) \(path.isEmpty ? "." : path): \(message)" }
+    public var description: String { "\(operation) \(path.isEmpty ? "." : RelativePath.display(path)): \(message)" }
 }
 
 extension FileSystem {

@@ -4,8 +4,8 @@ import Glibc
 import Logging
 import SyncCore
 
-/// What the watcher hands to its owner: paths to rescan (each recursively if a directory),
-/// or `rescanAll` when events were lost (queue overflow, the root itself moved).
+/// What the watcher hands to its owner: paths (path text, `RelativePath`) to rescan (each
+/// recursively if a directory), or `rescanAll` when events were lost (queue overflow, the root itself moved).
 public struct WatchBatch: Sendable, Equatable {
     public var paths: Set<String> = []
     public var rescanAll = false
@@ -108,7 +108,7 @@ public final class InotifyWatcher: @unchecked Sendable {
         var stack = [dir]
         while let d = stack.popLast() {
             if !d.isEmpty && (FolderScanner.isStatePath(d) || isIgnoredDirectory(d)) { continue }
-            let full = d.isEmpty ? root : root + "/" + d
+            let full = SystemPath.absolute(root: root, d)
             let wd = inotify_add_watch(fd, full, Self.mask)
             if wd < 0 {
                 let e = errno
@@ -119,7 +119,9 @@ public final class InotifyWatcher: @unchecked Sendable {
                     }
                     return
                 }
-                if e != ENOENT && e != ENOTDIR { logger.debug("inotify_add_watch \(full): \(String(cString: strerror(e)))") }
+                if e != ENOENT && e != ENOTDIR {
+                    logger.debug("inotify_add_watch \(root)/\(RelativePath.display(d)): \(String(cString: strerror(e)))")
+                }
                 continue
             }
             lock.withLock {
@@ -127,25 +129,25 @@ public final class InotifyWatcher: @unchecked Sendable {
                 pathByWatch[wd] = d
                 watchByPath[d] = wd
             }
-            for name in subdirectories(full) { stack.append(RelativePath.join(d, name)) }
+            for name in subdirectories(of: d, full) { stack.append(RelativePath.join(d, name)) }
         }
     }
 
-    private func subdirectories(_ full: String) -> [String] {
+    /// Names (path text) of the directories in `dir`, whose system path is `full`.
+    private func subdirectories(of dir: String, _ full: [CChar]) -> [String] {
         guard let dp = opendir(full) else { return [] }
         defer { closedir(dp) }
         var out: [String] = []
         while let ent = readdir(dp) {
             let type = ent.pointee.d_type
-            let name = withUnsafePointer(to: ent.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
+            let name = SystemPath.text(of: ent)
             if name == "." || name == ".." { continue }
             if type == UInt8(DT_DIR) {
                 out.append(name)
             } else if type == UInt8(DT_UNKNOWN) {
                 var st = stat()
-                if lstat(full + "/" + name, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { out.append(name) }
+                if lstat(SystemPath.absolute(root: root, RelativePath.join(dir, name)), &st) == 0
+                    && (st.st_mode & S_IFMT) == S_IFDIR { out.append(name) }
             }
         }
         return out
@@ -234,7 +236,7 @@ public final class InotifyWatcher: @unchecked Sendable {
             var name = ""
             if len > 0 {
                 let raw = UnsafeRawBufferPointer(rebasing: bytes[(at + header)..<(at + header + len)])
-                name = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                name = RelativePath.text(fromBytes: raw.prefix { $0 != 0 })  // bytes, not repaired UTF-8
             }
             at += header + len
             handle(wd: wd, mask: mask, cookie: cookie, name: name)
@@ -283,8 +285,7 @@ public final class InotifyWatcher: @unchecked Sendable {
                 markReady(path)
             } else {
                 var st = stat()
-                let full = root + "/" + path
-                if lstat(full, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
+                if lstat(SystemPath.absolute(root: root, path), &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK {
                     markReady(path)  // symlinks are complete when created
                 } else {
                     settle(path)     // wait for IN_CLOSE_WRITE (or settle: hard links, O_TMPFILE)

@@ -20,22 +20,35 @@ public enum ConflictCopyName {
     /// The copy name for `loser` kept beside `path`, in the same directory; nil only when no
     /// name fits in one path component (an extension longer than ~215 bytes). With `winner`,
     /// DEVICE is the device whose change made the loser concurrent with the winner (see `author`).
+    /// `path` and the result are path text (`RelativePath`); the limit counts the name's bytes.
     public static func make(for path: String, loser: FileEntry, winner: VersionVector? = nil) -> String? {
         let parent = RelativePath.parent(of: path)
-        var (stem, ext) = split(baseName(of: path))
+        let (stemText, ext) = split(baseName(of: path))
         let device = winner.map { author(of: loser.version, against: $0) } ?? modifier(of: loser.version)
         let tag = marker + UTCTimestamp.compact(loser.metadata.mtimeNs) + "-" + deviceTag(device)
-        // Trim the stem, whole characters at a time, until the name fits one component.
-        while stem.utf8.count + tag.utf8.count + ext.utf8.count > maxComponentBytes {
+        var stem = bytes(stemText)
+        let fixed = tag.utf8.count + bytes(ext).count
+        // Trim the stem, a whole UTF-8 sequence at a time, until the name fits one component.
+        while stem.count + fixed > maxComponentBytes {
             guard !stem.isEmpty else { return nil }
-            stem.removeLast()
+            var dropped = 0
+            while let last = stem.popLast() {   // a continuation byte (10xxxxxx) takes its lead along
+                dropped += 1
+                if last & 0xC0 != 0x80 || dropped == 4 { break }
+            }
         }
-        return RelativePath.join(parent, stem + tag + ext)
+        return RelativePath.join(parent, RelativePath.text(fromBytes: stem) + tag + ext)
+    }
+
+    /// The bytes a path text stands for; a string that is not path text (a bug upstream) as UTF-8.
+    private static func bytes(_ text: String) -> [UInt8] {
+        RelativePath.bytes(text) ?? Array(text.utf8)
     }
 
     /// "notes.txt" → ("notes", ".txt"); ".bashrc" → (".bashrc", ""); "a.tar.gz" → ("a.tar", ".gz").
+    /// On path text the '.' is the byte: an escape never spells it.
     public static func split(_ base: String) -> (stem: String, ext: String) {
-        guard let dot = base.lastIndex(of: "."), dot != base.startIndex else { return (base, "") }
+        guard let dot = base.utf8.lastIndex(of: UInt8(ascii: ".")), dot != base.startIndex else { return (base, "") }
         return (String(base[..<dot]), String(base[dot...]))
     }
 
@@ -96,8 +109,8 @@ public enum ConflictCopyName {
 
     /// "a/b/c.txt" → "c.txt".
     static func baseName(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
+        guard let slash = path.utf8.lastIndex(of: UInt8(ascii: "/")) else { return path }
+        return String(path[path.utf8.index(after: slash)...])
     }
 
     private static func lastRange(of needle: [UInt8], in haystack: [UInt8]) -> Int? {

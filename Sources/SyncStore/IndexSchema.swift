@@ -1,4 +1,6 @@
+import Foundation
 import GRDB
+import SyncCore
 
 /// The index schema. Migrations are frozen once shipped: never edit one, add a new one.
 ///
@@ -27,6 +29,12 @@ import GRDB
 /// - `list_piece`: pieces of long chunk lists (Protocol/manifest.md), by keyed id, so a manifest
 ///   can name a big file's chunk list in a few dozen references and peers can fetch the pieces
 ///   they lack. Written by the sender when it seals and by a receiver once it verified them.
+///
+/// v5:
+/// - `file.path` and `file.symlink_target` hold path text (`RelativePath`: ASCII, '%' and bytes
+///   ≥ 0x80 written %XX), so names are bytes and compare byte for byte. Rows written before held
+///   a name's UTF-8 and are rewritten; `folder.path` (the folder's absolute root) is not a
+///   relative path and stays as it is.
 ///
 /// v5-inode:
 /// - `file_by_inode`: an index on `file(folder, inode)`, so a scan that finds a hard-linked file
@@ -104,6 +112,24 @@ enum IndexSchema {
                     PRIMARY KEY (folder, id)
                 ) STRICT, WITHOUT ROWID;
                 """)
+        }
+        m.registerMigration("v5") { db in
+            // Only rows with a '%' or a non-ASCII byte change (byte and character lengths differ
+            // exactly when a string has non-ASCII), and each rewritten path gets longer. Rewriting
+            // the longest old paths first keeps UNIQUE(folder, path) intact at every step: a new
+            // path cannot equal another rewritten one (the form is a bijection) nor an old path
+            // still waiting (those are no longer than the old path it came from).
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT id, CAST(path AS BLOB), CAST(symlink_target AS BLOB) FROM file
+                WHERE instr(path, '%') > 0 OR length(CAST(path AS BLOB)) != length(path)
+                   OR instr(symlink_target, '%') > 0 OR length(CAST(symlink_target AS BLOB)) != length(symlink_target)
+                ORDER BY length(CAST(path AS BLOB)) DESC
+                """)
+            let update = try db.makeStatement(sql: "UPDATE file SET path = ?, symlink_target = ? WHERE id = ?")
+            for row in rows {
+                let id: Int64 = row[0], path: Data = row[1], target: Data? = row[2]
+                try update.execute(arguments: [RelativePath.text(fromBytes: path), target.map { RelativePath.text(fromBytes: $0) }, id])
+            }
         }
         m.registerMigration("v5-inode") { db in
             try db.execute(sql: "CREATE INDEX file_by_inode ON file(folder, inode)")

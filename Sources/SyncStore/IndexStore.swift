@@ -55,6 +55,11 @@ public struct IndexStore: Sendable {
 
     /// Opens (creating if needed) the index at `path` in WAL mode and runs pending migrations.
     public init(path: String) throws {
+        try self.init(path: path, migratingUpTo: nil)
+    }
+
+    /// Runs migrations only up to `last` (nil: all): tests make indexes as older versions did.
+    init(path: String, migratingUpTo last: String?) throws {
         var config = Configuration()
         config.prepareDatabase { db in
             // WAL + NORMAL: a crash (kill -9) never corrupts or tears a transaction; only a power
@@ -64,7 +69,7 @@ public struct IndexStore: Sendable {
             try db.execute(sql: "PRAGMA cache_size = -16384")
         }
         let pool = try DatabasePool(path: path, configuration: config)
-        try IndexSchema.migrator.migrate(pool)
+        if let last { try IndexSchema.migrator.migrate(pool, upTo: last) } else { try IndexSchema.migrator.migrate(pool) }
         writer = pool
     }
 

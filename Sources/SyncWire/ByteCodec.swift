@@ -1,3 +1,5 @@
+import SyncCore
+
 /// Little helpers for the big-endian binary formats of Protocol/. The reader never trusts a
 /// length: every count is checked against the bytes that remain before anything is allocated.
 public struct ByteWriter {
@@ -12,6 +14,14 @@ public struct ByteWriter {
     /// u16 length + UTF-8.
     public mutating func string(_ s: String) {
         let u = Array(s.utf8)
+        precondition(u.count <= Int(UInt16.max))
+        u16(UInt16(u.count))
+        raw(u)
+    }
+    /// u16 length + the raw bytes a `RelativePath` path text stands for (a name, a link target).
+    /// A string that is not path text — a bug upstream — goes out as its UTF-8 bytes.
+    public mutating func name(_ text: String) {
+        let u = RelativePath.bytes(text) ?? Array(text.utf8)
         precondition(u.count <= Int(UInt16.max))
         u16(UInt16(u.count))
         raw(u)
@@ -42,6 +52,12 @@ public struct ByteReader {
         let raw = try take(n)
         guard let s = String(validating: raw, as: UTF8.self) else { throw .malformed("invalid UTF-8 at offset \(offset - n)") }
         return s
+    }
+
+    /// u16 length + raw bytes (any bytes, not necessarily UTF-8), as path text.
+    public mutating func name() throws(WireError) -> String {
+        let n = Int(try u16())
+        return RelativePath.text(fromBytes: try take(n))
     }
 
     /// A count of items of at least `itemSize` bytes each, checked against what remains.

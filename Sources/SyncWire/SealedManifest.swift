@@ -188,13 +188,13 @@ public enum ManifestCodec {
         w.u32(UInt32(entries.count))
         for m in entries {
             let e = m.entry
-            w.string(e.path)
+            w.name(e.path)
             w.u8(e.metadata.kind.rawValue)
             w.u8(e.deleted ? 1 : 0)
             w.u64(UInt64(bitPattern: e.metadata.size))
             w.u32(e.metadata.mode)
             w.u64(UInt64(bitPattern: e.metadata.mtimeNs))
-            w.string(e.metadata.symlinkTarget ?? "")
+            w.name(e.metadata.symlinkTarget ?? "")
             w.u16(UInt16(e.version.counters.count))
             for c in e.version.counters { w.u64(c.device); w.u64(c.value) }
             w.u64(UInt64(e.sequence))
@@ -216,7 +216,7 @@ public enum ManifestCodec {
         var out: [ManifestEntry] = []
         out.reserveCapacity(count)
         for _ in 0..<count {
-            let path = try r.string()
+            let path = try r.name()
             if let problem = RelativePath.validate(path) { throw .malformed("path \(path.debugDescription): \(problem)") }
             guard let kind = FileKind(rawValue: try r.u8()) else { throw .malformed("unknown kind") }
             let deletedByte = try r.u8()
@@ -226,8 +226,9 @@ public enum ManifestCodec {
             let mode = try r.u32()
             guard mode <= 0o7777 else { throw .malformed("mode \(mode)") }
             let mtime = Int64(bitPattern: try r.u64())
-            let target = try r.string()
+            let target = try r.name()
             guard kind == .symlink || target.isEmpty else { throw .malformed("link target on a non-link") }
+            guard !target.utf8.contains(0) else { throw .malformed("link target with a NUL byte") }
             let vcount = Int(try r.u16())
             guard vcount * 16 <= r.remaining else { throw .malformed("version vector longer than the message") }
             var counters: [VersionVector.Counter] = []

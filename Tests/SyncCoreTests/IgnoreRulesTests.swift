@@ -135,4 +135,35 @@ final class IgnoreRulesTests: XCTestCase {
             _ = ignored(junk, "x", dir: true)
         }
     }
+
+    // Paths are path text (RelativePath); patterns are the bytes of `.syncignore`.
+
+    func test_nonASCIIPattern_matchesTheSameBytesOnly() {
+        let nfcText = "caf%C3%A9", nfdText = "cafe%CC%81"
+        XCTAssertTrue(ignored("caf\u{E9}", nfcText), "a literal pattern matches the name it spells")
+        XCTAssertFalse(ignored("caf\u{E9}", nfdText), "byte-exact: the NFD spelling is another name")
+        XCTAssertTrue(ignored("cafe\u{301}", "d/" + nfdText))
+        XCTAssertTrue(ignored("*.\u{E9}t\u{E9}", "notes.%C3%A9t%C3%A9"), "suffix fast path")
+        XCTAssertTrue(ignored("/caf\u{E9}/*.log", nfcText + "/x.log"), "anchored segments")
+        XCTAssertFalse(ignored("caf\u{E9}", "caf%25C3%25A9"), "a name spelled like an escape is not the escape")
+    }
+
+    func test_percentInPatternOrName_isAnOrdinaryByte() {
+        XCTAssertTrue(ignored("100%", "100%25"))
+        XCTAssertTrue(ignored("*%", "x/50%25"))
+        XCTAssertFalse(ignored("100%", "100%2525"))
+    }
+
+    func test_questionMarkAndClasses_matchOneByteOfANonASCIIName() {
+        XCTAssertFalse(ignored("caf?", "caf%C3%A9"), "é is two bytes in UTF-8")
+        XCTAssertTrue(ignored("caf??", "caf%C3%A9"))
+        XCTAssertTrue(ignored("caf?", "caf%E9"), "a Latin-1 é is one byte")
+        XCTAssertTrue(ignored("caf[!a-z]", "caf%E9"))
+    }
+
+    func test_bytePatterns_matchNamesThatAreNotUTF8() {
+        let rules = IgnoreRules(parsing: Array("# latin-1\ncaf".utf8) + [0xE9, UInt8(ascii: "\n")])
+        XCTAssertTrue(rules.isIgnored("caf%E9", isDirectory: false))
+        XCTAssertFalse(rules.isIgnored("caf%C3%A9", isDirectory: false))
+    }
 }

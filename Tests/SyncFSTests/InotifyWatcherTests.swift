@@ -92,4 +92,47 @@ final class InotifyWatcherTests: XCTestCase {
         waitFor(["visible"])
         XCTAssertFalse(seen.snapshot().contains { $0.hasPrefix(".syncd") })
     }
+
+    // Names are bytes: reported as path text (RelativePath), found and watched by their bytes.
+
+    /// `root/` + raw name bytes, NUL-terminated, built without the code under test.
+    private func raw(_ name: [UInt8]) -> [CChar] {
+        (Array(root.utf8) + [UInt8(ascii: "/")] + name + [0]).map { CChar(bitPattern: $0) }
+    }
+
+    private func create(_ name: [UInt8]) {
+        let fd = open(raw(name), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0, "create \(name)")
+        _ = write(fd, "x", 1)
+        close(fd)
+    }
+
+    private let nfc = Array("caf\u{E9}".utf8), nfd = Array("cafe\u{301}".utf8), latin1 = Array("caf".utf8) + [0xE9]
+
+    func test_namesThatDifferOnlyByNormalization_orAreNotUTF8_areDistinctPaths() throws {
+        create(nfc)
+        create(nfd)
+        create(latin1)
+        waitFor(["caf%C3%A9", "cafe%CC%81", "caf%E9"])
+    }
+
+    func test_directoriesNamedByNonUTF8Bytes_areWatched() throws {
+        XCTAssertEqual(mkdir(raw([0xE9]), 0o755), 0)
+        waitFor(["%E9"])
+        seen.clear()
+        usleep(50_000)
+        create([0xE9, UInt8(ascii: "/")] + nfd)
+        waitFor(["%E9/cafe%CC%81"])  // the new directory's watch was added by its bytes
+
+        // At start-up the walk finds directories by their bytes too.
+        XCTAssertEqual(mkdir(raw(Array("existing/d".utf8) + [0xFF]), 0o755), 0)
+        let other = Seen()
+        let second = InotifyWatcher(root: root, logger: Logger(label: "test")) { other.add($0) }
+        try second.start()
+        defer { second.stop() }
+        create(Array("existing/d".utf8) + [0xFF, UInt8(ascii: "/")] + latin1)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline && !other.snapshot().contains("existing/d%FF/caf%E9") { usleep(5_000) }
+        XCTAssertTrue(other.snapshot().contains("existing/d%FF/caf%E9"), "got \(other.snapshot())")
+    }
 }

@@ -87,12 +87,20 @@ final class ConflictCopyNameTests: XCTestCase {
     }
 
     func test_make_shouldTrimTheStemToFitOneComponent() {
-        let long = String(repeating: "é", count: 200) + ".txt"   // 404 bytes
+        let long = RelativePath.text(fromUnicode: String(repeating: "é", count: 200)) + ".txt"   // 404 bytes
         let name = ConflictCopyName.make(for: "d/" + long, loser: loser(mtime: 0, by: 0))!
-        let base = name.split(separator: "/").last!
-        XCTAssertLessThanOrEqual(base.utf8.count, 255)
+        let base = String(name.split(separator: "/").last!)
+        let bytes = RelativePath.bytes(base)!
+        XCTAssertLessThanOrEqual(bytes.count, 255, "the name's bytes, not its (longer) text")
+        XCTAssertGreaterThan(bytes.count, 250)
         XCTAssertTrue(base.hasSuffix(".sync-conflict-19700101-000000-AAAAAAA.txt"))
+        XCTAssertFalse(RelativePath.display(base).contains("\u{FFFD}"), "no é cut in half")
         XCTAssertNil(RelativePath.validate(name))
+        // A name that is not UTF-8 (Latin-1) is trimmed a byte at a time.
+        let latin1 = ConflictCopyName.make(for: RelativePath.text(fromBytes: [UInt8](repeating: 0xE9, count: 300)) + ".%E9",
+                                           loser: loser(mtime: 0, by: 0))!
+        XCTAssertEqual(RelativePath.bytes(latin1)?.count, 255)
+        XCTAssertTrue(latin1.hasSuffix("AAAAAAA.%E9"))
         let hugeExtension = "x." + String(repeating: "e", count: 240)
         XCTAssertNil(ConflictCopyName.make(for: hugeExtension, loser: loser(mtime: 0, by: 0)))
     }

@@ -121,4 +121,38 @@ final class SealedManifestTests: XCTestCase {
         reject({ $0.metadata.mode = 0o17777 }, "mode bits")
         XCTAssertThrowsError(try ManifestCodec.decode([0xFF, 0xFF, 0xFF, 0xFF]), "count larger than the message")
     }
+
+    // Names are bytes (RelativePath path text inside, raw bytes on the wire).
+
+    private func entry(_ path: String, target: String? = nil) -> FileEntry {
+        FileEntry(path: path, metadata: FileMetadata(kind: target == nil ? .directory : .symlink, size: 0, mode: 0o755, mtimeNs: 1,
+                                                     ctimeNs: 0, inode: 0, symlinkTarget: target),
+                  version: VersionVector().incremented(by: 7), sequence: 1)
+    }
+
+    func test_codec_carriesNamesAsTheirRawBytes() throws {
+        let named = [entry("dir%E9"), entry("dir%E9/caf%C3%A9"), entry("dir%E9/cafe%CC%81"), entry("100%25"),
+                     entry("link", target: "../x%E9/caf%C3%A9")]
+        let wire = ManifestCodec.encode(named)
+        XCTAssertEqual(try ManifestCodec.decode(wire).map(\.entry), named)
+        XCTAssertTrue(wire.contains(subsequence: [0, 10] + Array("dir".utf8) + [0xE9, UInt8(ascii: "/")] + Array("caf".utf8) + [0xC3, 0xA9]),
+                      "length-prefixed raw bytes")
+        XCTAssertTrue(wire.contains(subsequence: Array("cafe".utf8) + [0xCC, 0x81]), "NFD stays NFD")
+        XCTAssertTrue(wire.contains(subsequence: [0, 4] + Array("100%".utf8)))
+        XCTAssertTrue(wire.contains(subsequence: Array("../x".utf8) + [0xE9]), "link targets too")
+        XCTAssertFalse(wire.contains(subsequence: Array("%E9".utf8)), "no path text on the wire")
+        XCTAssertFalse(wire.contains(subsequence: Array("%C3".utf8)))
+    }
+
+    func test_codec_rejectsNULInNamesAndTargets() {
+        XCTAssertThrowsError(try ManifestCodec.decode(ManifestCodec.encode([entry("a\u{0}b")])))
+        XCTAssertThrowsError(try ManifestCodec.decode(ManifestCodec.encode([entry("link", target: "a\u{0}b")])))
+    }
+}
+
+private extension Array where Element == UInt8 {
+    func contains(subsequence needle: [UInt8]) -> Bool {
+        guard needle.count <= count else { return false }
+        return (0...(count - needle.count)).contains { self[$0..<$0 + needle.count].elementsEqual(needle) }
+    }
 }
