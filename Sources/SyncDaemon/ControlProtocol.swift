@@ -67,6 +67,12 @@ public struct StatusReport: Codable, Sendable, Equatable {
             public var connected: Bool
             public var sequence: UInt64
             public var needBytes: Int64
+            /// How far this device holds the peer's own index, and how far the peer announced it
+            /// (read-write peers; 0 otherwise): a receiver is caught up when they are equal.
+            public var applied: UInt64?
+            public var announced: UInt64?
+            /// Anti-entropy: "agree", "differ", "pending" or "n/a" (see Docs/UserGuide.md).
+            public var digest: String?
         }
     }
 

@@ -278,7 +278,8 @@ public final class Daemon: @unchecked Sendable {
                 list[list.count - 1].pullError = counters.pullError
                 var peers = try connected.map { p in
                     StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,
-                                             needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)))
+                                             needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)),
+                                             applied: p.applied, announced: p.announced, digest: p.digest)
                 }
                 // Members that announce the folder but have no session (yet) count too.
                 for m in lock.withLock({ gossip })?.members ?? [] where m.name != identity.deviceID.short && m.status == .alive {

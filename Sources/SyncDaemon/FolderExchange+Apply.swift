@@ -22,6 +22,9 @@ extension FolderExchange {
         case conflictLink(FileEntry, name: String)
     }
 
+    /// In `conflictsLocal`: our losing version goes to the trash instead of beside the winner.
+    static let toTrash = "\u{0}trash"
+
     /// The path a step writes.
     static func path(of step: Step) -> String {
         switch step {
@@ -89,10 +92,14 @@ extension FolderExchange {
                     lock.withLock { counters.conflicts += 1 }
                     logger.notice("conflict on \(remote.path): \(conflict.winnerIsLocal ? "our" : "the peer's") version wins")
                     for loser in conflict.losers {
-                        // A conflict between two conflict copies keeps the loser beside it ("name 2"),
-                        // not as a copy of a copy.
-                        guard let copy = loser.copyName.map({ ConflictCopyName.original(of: remote.path) == nil ? $0 : remote.path })
-                        else { continue }
+                        // A conflict copy never becomes a conflict itself (no copy of a copy, no
+                        // "name 2"): the losing copy goes to the trash here, and every other peer
+                        // that holds it trashes it the same way when it resolves the same conflict.
+                        if ConflictCopyName.original(of: remote.path) != nil {
+                            if loser.isLocal { conflictsLocal[remote.path] = Self.toTrash }
+                            continue
+                        }
+                        guard let copy = loser.copyName else { continue }
                         if loser.isLocal {
                             conflictsLocal[remote.path] = copy
                         } else if loser.entry.kind == .symlink {
@@ -230,7 +237,7 @@ extension FolderExchange {
                     // An edit on disk that no scan has seen yet is kept first, named after itself.
                     let unindexed = try keepUnindexedEdit(e.path)
                     if !unindexed, let name = conflictsLocal[e.path], try folder.metadata(e.path) != nil {
-                        try renameWithoutReplacing(e.path, to: name)
+                        if name == Self.toTrash { try moveToTrash(e.path, trash) } else { try renameWithoutReplacing(e.path, to: name) }
                     }
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
                     try folder.rename(staged, to: e.path, replacing: true)
@@ -359,6 +366,12 @@ extension FolderExchange {
             // A directory's contents are indexed path by path: the directory itself is no edit.
             if let trash { try moveToTrash(path, trash) }
             return false
+        }
+        if ConflictCopyName.original(of: path) != nil {
+            // A copy this device made for the same conflict and has not scanned yet (two peers
+            // resolving one conflict make the same copy): kept in the trash, never copied again.
+            try moveToTrash(path, trash ?? trashDirectoryNow())
+            return true
         }
         var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
         local.version = VersionVector([.init(device: me, value: 1)])

@@ -48,6 +48,13 @@ final class FolderExchange: @unchecked Sendable {
         /// What this peer holds of other origins' indexes (relays from a storage peer).
         var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
         var relayed = false
+        /// The last digest we sent this peer, and its latest one (anti-entropy).
+        var sentDigest: SessionMessage.Digest?
+        var theirDigest: SessionMessage.Digest?
+        /// Since when the digests differ while both sides are caught up.
+        var digestDifferSince: Date?
+        /// The sequence the peer announced last (hello, digest, manifests): what it holds of its own index.
+        var announced: UInt64 = 0
         /// Origins a change of which failed to apply on this session: nothing of theirs is
         /// acknowledged any more until the session is redialled.
         var failedOrigins: Set<UInt64> = []
@@ -176,6 +183,13 @@ final class FolderExchange: @unchecked Sendable {
     var pending: [UInt32: PendingRequest] = [:]
     var nextRequest: UInt32 = 0
     var counters = Counters()
+    /// Our latest digest (recomputed when the sequence moves), peers due a full index resend at
+    /// their next hello, and when each was last resent in full.
+    var digestCache: SessionMessage.Digest?
+    var fullResync: Set<ShortDeviceID> = []
+    var lastRepair: [ShortDeviceID: Date] = [:]
+    var digestTimer: DispatchSourceTimer?
+    let digestQueue: DispatchQueue
     /// Failed applies in a row per origin: the redial waits `retryBackoffBase` · 2ⁿ seconds.
     var retryAttempts: [UInt64: Int] = [:]
     static let retryBackoffBase = 0.5
@@ -215,8 +229,10 @@ final class FolderExchange: @unchecked Sendable {
         sealed = SealedChunkStore(directory: record.path + "/.syncd/sealed")
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
+        digestQueue = DispatchQueue(label: "syncd.exchange.\(record.id).digest")
         clearStaging()
         work.async { [self] in prunePieces() }
+        startAntiEntropy()
     }
 
     var sessionPSK: [UInt8] { keys.sessionPSK }
@@ -253,11 +269,15 @@ final class FolderExchange: @unchecked Sendable {
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
         switch message {
         case .hello(let hello):
-            lock.withLock { link.access = hello.access; link.indexID = hello.indexID }
-            // Tell the peer how far we hold its index, so it sends only what is newer.
+            let resendAll = lock.withLock {
+                link.access = hello.access; link.indexID = hello.indexID; link.announced = hello.sequence
+                return fullResync.remove(link.device.short) != nil
+            }
+            // Tell the peer how far we hold its index, so it sends only what is newer (all of it
+            // after the anti-entropy digests disagreed).
             let all = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
             let progress = all[link.device.short]
-            let held = progress.map { $0.indexID == hello.indexID ? $0.lastSequence : 0 } ?? 0
+            let held = resendAll ? 0 : progress.map { $0.indexID == hello.indexID ? $0.lastSequence : 0 } ?? 0
             var acks: [SessionMessage] = []
             if hello.access == .storage && keys.manifestKey != nil {
                 // A storage peer relays other devices' manifests: say how far we hold each origin.
@@ -283,6 +303,9 @@ final class FolderExchange: @unchecked Sendable {
         case .ping(let n):
             return .reply([.pong(n)])
         case .pong, .close:
+            return .reply([])
+        case .digest(let digest):
+            lock.withLock { link.theirDigest = digest; link.announced = max(link.announced, digest.sequence) }
             return .reply([])
         case .index(let bytes):
             return intake(bytes, from: link)
@@ -423,6 +446,7 @@ final class FolderExchange: @unchecked Sendable {
                     + "sequence \(header.lastSequence) ≤ \(held))")
             }
             counters.bytesIn += Int64(bytes.count)
+            if header.origin == link.device.short { link.announced = max(link.announced, header.lastSequence) }
             return nil
         }
         if let verdict { return verdict }
@@ -514,13 +538,25 @@ final class FolderExchange: @unchecked Sendable {
     struct PeerStatus {
         var device: String
         var connected: Bool
+        /// How far the peer holds our index.
         var acked: UInt64
+        /// How far we hold the peer's own index, and how far it says it has come (read-write peers).
+        var applied: UInt64
+        var announced: UInt64
+        var digest: String
     }
 
     var snapshot: (counters: Counters, peers: [PeerStatus]) {
-        lock.withLock {
-            (counters, links.values.map { PeerStatus(device: $0.device.description, connected: true,
-                                                     acked: $0.ackedIndexID == indexID ? $0.acked : 0) })
+        let floor = loadGuardLocked()
+        let current = lock.withLock { Array(links.values) }
+        let digests = current.map(digestState)
+        return lock.withLock {
+            (counters, zip(current, digests).map { link, digest in
+                PeerStatus(device: link.device.description, connected: true,
+                           acked: link.ackedIndexID == indexID ? link.acked : 0,
+                           applied: floor.seen[link.device.short].map { $0.indexID == link.indexID ? $0.lastSequence : 0 } ?? 0,
+                           announced: link.access == .readWrite ? link.announced : 0, digest: digest)
+            })
         }
     }
 }

@@ -137,6 +137,18 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Every live (not deleted) path with its encoded version vector, and the folder sequence they
+    /// were read at (one read transaction): what the anti-entropy digest is computed over.
+    public func liveVersions(folder: Int64) throws -> (sequence: Int64, entries: [(path: String, version: [UInt8])]) {
+        try writer.read { db in
+            let sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
+            let rows = try Row.fetchCursor(db, sql: "SELECT path, version FROM file WHERE folder = ? AND deleted = 0", arguments: [folder])
+            var out: [(path: String, version: [UInt8])] = []
+            while let row = try rows.next() { out.append((row[0], [UInt8](row[1] as Data))) }
+            return (sequence, out)
+        }
+    }
+
     /// The folder's local sequence (cheap: one row), polled for gossip announcements.
     public func sequence(folder: Int64) throws -> Int64 {
         try writer.read { db in try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0 }

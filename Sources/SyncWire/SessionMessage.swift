@@ -12,6 +12,10 @@ public enum SessionMessage: Sendable, Equatable {
     case index([UInt8])
     /// "I hold `origin`'s index `indexID` up to `sequence`" — the receiver's acknowledgement.
     case indexAck(origin: ShortDeviceID, indexID: UInt64, sequence: UInt64)
+    /// Anti-entropy: the sender's view of the folder — its own sequence when computed, how many
+    /// live paths it holds, and a hash over the live (path, version) set (Protocol/wire.md,
+    /// "Anti-entropy"). Equal digests between caught-up peers mean equal indexes.
+    case digest(Digest)
     /// Ask for one chunk; `id` is its keyed chunk id.
     case request(id: UInt32, chunk: ChunkID, size: UInt32)
     /// The answer: plaintext chunk bytes for read-write and read-only peers, a sealed chunk
@@ -32,10 +36,20 @@ public enum SessionMessage: Sendable, Equatable {
         }
     }
 
+    public struct Digest: Sendable, Equatable {
+        public var sequence: UInt64
+        public var liveCount: UInt64
+        /// 32 bytes.
+        public var hash: [UInt8]
+        public init(sequence: UInt64, liveCount: UInt64, hash: [UInt8]) {
+            self.sequence = sequence; self.liveCount = liveCount; self.hash = hash
+        }
+    }
+
     public enum AccessByte: UInt8, Sendable { case readWrite = 1, readOnly = 2, storage = 3 }
 
     enum Tag: UInt8 {
-        case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11
+        case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11, digest = 0x12
         case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, close = 0x7F
     }
 
@@ -49,6 +63,8 @@ public enum SessionMessage: Sendable, Equatable {
         case .index(let m): w.u8(Tag.index.rawValue); w.raw(m)
         case let .indexAck(origin, indexID, sequence):
             w.u8(Tag.indexAck.rawValue); w.u64(origin); w.u64(indexID); w.u64(sequence)
+        case .digest(let d):
+            w.u8(Tag.digest.rawValue); w.u64(d.sequence); w.u64(d.liveCount); w.raw(d.hash)
         case let .request(id, chunk, size):
             w.u8(Tag.request.rawValue); w.u32(id); w.raw(chunk.bytes); w.u32(size)
         case let .data(id, bytes): w.u8(Tag.data.rawValue); w.u32(id); w.raw(bytes)
@@ -72,6 +88,7 @@ public enum SessionMessage: Sendable, Equatable {
             guard r.remaining > 0 else { throw .malformed("empty index message") }
             self = .index(Array(try r.take(r.remaining)))
         case .indexAck: self = .indexAck(origin: try r.u64(), indexID: try r.u64(), sequence: try r.u64())
+        case .digest: self = .digest(Digest(sequence: try r.u64(), liveCount: try r.u64(), hash: Array(try r.take(32))))
         case .request:
             let id = try r.u32()
             guard let chunk = ChunkID(bytes: Array(try r.take(32))) else { throw .malformed("chunk id") }

@@ -47,6 +47,7 @@ struct WaitCommand: ParsableCommand {
     static func pending(_ f: StatusReport.Folder) -> String {
         var reasons: [String] = []
         if f.state == "error" { reasons.append("folder paused: \(f.error ?? "error")") }
+        if let failing = f.pullError { reasons.append("changes not applied here (retrying): \(failing)") }
         if f.busy == true || f.state == "scanning" { reasons.append("local scan or pull in progress (\(f.needFiles ?? 0) files, \(f.needBytes ?? 0) bytes)") }
         let peers = f.peers ?? []
         let connected = peers.filter(\.connected)
@@ -54,6 +55,12 @@ struct WaitCommand: ParsableCommand {
         for p in peers where !p.connected { reasons.append("peer \(p.device) not connected yet") }
         for p in connected where p.sequence < UInt64(max(f.sequence, 0)) {
             reasons.append("peer \(p.device) at sequence \(p.sequence) of \(f.sequence) (\(p.needBytes) bytes to go)")
+        }
+        for p in connected where (p.applied ?? 0) < (p.announced ?? 0) {
+            reasons.append("receiving from peer \(p.device): applied its sequence \(p.applied ?? 0) of \(p.announced ?? 0)")
+        }
+        for p in connected where p.digest == "differ" || p.digest == "pending" {
+            reasons.append("peer \(p.device): index digests \(p.digest == "differ" ? "differ" : "not compared yet")")
         }
         return reasons.joined(separator: "; ")
     }

@@ -6,7 +6,10 @@ import XCTest
 /// path-based system call, no FileManager. ConfinementTests prove the API; this proves it is
 /// the only way in.
 final class BoundaryUsageTests: XCTestCase {
-    static let guarded = ["FolderExchange.swift", "FolderExchange+Apply.swift", "FolderExchange+Pull.swift"]
+    /// Every file of the replication shell: FolderExchange.swift and its extensions.
+    static func guarded(in daemon: URL) throws -> [String] {
+        try FileManager.default.contentsOfDirectory(atPath: daemon.path).filter { $0.hasPrefix("FolderExchange") }.sorted()
+    }
 
     /// Calls that take a path and would follow symlinks in it (or bypass the boundary some other way).
     static let forbidden = ["FileManager", "rename(", "renameat", "unlink(", "unlinkat", "rmdir(", "mkdir(", "mkdirat",
@@ -17,7 +20,8 @@ final class BoundaryUsageTests: XCTestCase {
         let daemon = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("Sources/SyncDaemon")
         var checked = 0
-        for name in Self.guarded {
+        let guarded = try Self.guarded(in: daemon)
+        for name in guarded {
             let text = try String(contentsOf: daemon.appendingPathComponent(name), encoding: .utf8)
             for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
                 let code = line.split(separator: "//", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
@@ -26,7 +30,8 @@ final class BoundaryUsageTests: XCTestCase {
                     while let r = rest.range(of: call) {
                         // `folder.rename(` and `file.truncate(` are the confined API; `isZeroChunk(` is no `link(`.
                         let before = rest[..<r.lowerBound].last
-                        if before != "." && !(before?.isLetter ?? false) && !(before?.isNumber ?? false) && before != "_" {
+                        let declaresCase = code[..<r.lowerBound].trimmingCharacters(in: .whitespaces).hasSuffix("case")
+                        if before != "." && !(before?.isLetter ?? false) && !(before?.isNumber ?? false) && before != "_" && !declaresCase {
                             XCTFail("\(name):\(number + 1) calls \(call) directly: \(line.trimmingCharacters(in: .whitespaces))")
                         }
                         rest = rest[r.upperBound...]
@@ -35,6 +40,6 @@ final class BoundaryUsageTests: XCTestCase {
             }
             checked += 1
         }
-        XCTAssertEqual(checked, Self.guarded.count)
+        XCTAssertGreaterThanOrEqual(checked, 4, "found the replication sources: \(guarded)")
     }
 }

@@ -1,0 +1,39 @@
+import Foundation
+import XCTest
+
+/// Replicas that must never end different for good while `status` and `wait` say "in sync"
+/// (the issue "Replication that cannot silently diverge"), with real daemons as the service user.
+final class DivergenceIntegrationTests: XCTestCase, ClusterTesting {
+    /// A change that fails to apply on B, then a later change of A in another manifest: the later
+    /// one lands, the failed one is retried until it applies, and neither side's `wait` passes
+    /// while B lacks it. (Before: B acknowledged A's later manifest, its floor moved past the
+    /// failed change, A never resent it, and both `wait`s exited 0.)
+    func test_failedChange_isRetriedUntilItApplies_andWaitFailsMeanwhile() throws {
+        guard geteuid() == 0 else { throw XCTSkip("making a directory another user owns takes root") }
+        let (d, _) = try cluster(2, name: "gap", unprivileged: true)
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: b + "/docs", withIntermediateDirectories: false)   // root's: B's daemon cannot write in it
+        try waitInSync(d[1])
+        try d[0].write(Data("x".utf8), to: a + "/docs/x.txt")
+        try d[0].waitForFolder(timeout: 10, "A indexed x.txt") { $0.localFiles == 1 }
+        var deadline = Date().addingTimeInterval(10)
+        while Date() < deadline && !d[1].daemonLog.contains("cannot apply docs/x.txt") { usleep(50_000) }
+        XCTAssertTrue(d[1].daemonLog.contains("cannot apply docs/x.txt"), "B tried x.txt: \(d[1].daemonLog.suffix(2000))")
+        try d[0].write(Data("later".utf8), to: a + "/later.txt")   // a later manifest of A
+        deadline = Date().addingTimeInterval(15)
+        while Date() < deadline && !fm.fileExists(atPath: b + "/later.txt") { usleep(50_000) }
+        XCTAssertEqual(try? String(contentsOfFile: b + "/later.txt", encoding: .utf8), "later", "later changes still land")
+        sleep(2)   // let any (wrong) acknowledgement travel
+        let onA = try d[0].cli(["wait", a, "--timeout", "2"]), onB = try d[1].cli(["wait", b, "--timeout", "2"])
+        XCTAssertNotEqual(onA.status, 0, "A's wait passed while B lacks docs/x.txt: \(onA.stdout)")
+        XCTAssertNotEqual(onB.status, 0, "B's wait passed while docs/x.txt fails to apply: \(onB.stdout)")
+        XCTAssertTrue(onB.stderr.contains("docs/x.txt"), "B's wait says which path fails: \(onB.stderr)")
+
+        try d[1].own(b + "/docs")   // the obstacle goes away: the retry places the file
+        try waitInSync(d[0])
+        try waitInSync(d[1])
+        XCTAssertEqual(try String(contentsOfFile: b + "/docs/x.txt", encoding: .utf8), "x")
+        XCTAssertEqual(tree(b), tree(a))
+    }
+}
