@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system libraries syncd builds against (Debian/Ubuntu), only when missing.
+# Installs the system libraries syncd builds against (Debian/Ubuntu), only when missing, and
+# iptables, which the liveness test uses (as root) to blackhole a loopback session.
 set -euo pipefail
 need=()
-for pkg in libssl-dev zlib1g-dev libsqlite3-dev pkg-config; do
+for pkg in libssl-dev zlib1g-dev libsqlite3-dev pkg-config iptables; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

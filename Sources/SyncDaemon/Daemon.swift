@@ -25,6 +25,8 @@ public final class Daemon: @unchecked Sendable {
     private var sessions: SessionServer?
     private var gossip: GossipService?
     private var dialing: Set<[UInt64]> = []
+    /// Every established session, for RTTs and for closing the quiet ones of a member gossip found again.
+    private let sessionTable = SessionTable()
     private var dialer: RepeatedTask?
     private var listenAddress: String?
     private var lockFD: Int32 = -1
@@ -72,7 +74,8 @@ public final class Daemon: @unchecked Sendable {
         let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, logger: logger) { [weak self] req in
             self?.handle(req) ?? .failure("daemon is shutting down")
         }
-        let sessionServer = SessionServer(group: group, identity: identity, logger: logger) { [weak self] in
+        let sessionServer = SessionServer(group: group, identity: identity, logger: logger,
+                                          keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
             self?.lock.withLock { self?.exchanges } ?? [:]
         }
         let bound = try sessionServer.start(listen: configuration.listen)
@@ -171,14 +174,35 @@ public final class Daemon: @unchecked Sendable {
                 }
                 return MemberMeta(device: deviceBytes, folders: folders).encoded
             })
+        service.onMemberAlive = { [weak self] member in self?.memberCameAlive(member) }
         let seeds = configuration.join.compactMap(Endpoint.init)
         try service.start(host: local.host, port: Int(local.port), seeds: seeds)
         logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
         return service
     }
 
+    /// The smoothed round-trip time of the sessions with `device` (the largest if several folders
+    /// are shared with it), measured by the keepalive's ping and pong; nil before the first pong
+    /// and when no session with `device` is open. Thread-safe.
+    public func rtt(of device: ShortDeviceID) -> Duration? { sessionTable.rtt(of: device) }
+
+    /// Gossip found `member` alive after losing it (or it restarted): sessions with it that went
+    /// quiet meanwhile are closed, and the dialer reconnects at once — not after the keepalive
+    /// timeout, nor after TCP's retransmission backoff.
+    private func memberCameAlive(_ member: MemberState) {
+        guard member.name != identity.deviceID.short else { return }
+        let sessions = sessionTable.sessionCount(with: member.name)
+        if sessions > 0 {
+            sessionTable.closeQuiet(device: member.name, longerThan: configuration.keepalive.interval,
+                                    reason: "gossip lost and found member \(member.name.hex)")
+        }
+        dialPeers()
+    }
+
     /// Opens a session to every member that gossip says holds one of our folders and that we are
     /// not connected to yet. The device with the smaller id dials, so a pair has one session.
+    /// A session that went silent is closed by its keepalive (`SessionLiveness`), which detaches it,
+    /// so the next round (≤ 100 ms) redials it.
     private func dialPeers() {
         guard let gossip = lock.withLock({ gossip }) else { return }
         let me = identity.deviceID.short
@@ -191,7 +215,7 @@ public final class Daemon: @unchecked Sendable {
                 let key = [m.name, exchange.record.id < 0 ? 0 : UInt64(exchange.record.id)]
                 guard lock.withLock({ dialing.insert(key).inserted }) else { continue }
                 let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
-                let logger = self.logger
+                let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable
                 ClientBootstrap(group: group)
                     .connectTimeout(.seconds(3))
                     // An IPPROTO_TCP option: `socketOption(.tcp_nodelay)` would set SOL_SOCKET's
@@ -200,7 +224,8 @@ public final class Daemon: @unchecked Sendable {
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(
-                                SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger))
+                                SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger,
+                                               keepalive: keepalive, table: table, dials: true))
                         }
                     }
                     .connect(host: m.endpoint.host, port: Int(m.endpoint.port))

@@ -1,5 +1,6 @@
 import Foundation
 import SyncGossip
+import SyncWire
 
 /// Everything `syncd daemon` is told on its command line, with every default documented.
 public struct DaemonConfiguration: Sendable {
@@ -19,6 +20,11 @@ public struct DaemonConfiguration: Sendable {
     public var trashDays: Double = 30
     /// Conflict copies kept per file; older ones move to the trash. Default 10.
     public var maxConflicts = 10
+    /// Session keepalive (Protocol/wire.md, "Keepalive"): each end pings every `interval`, default
+    /// 2 s; a session that hears nothing for `timeout`, default 6 s, is closed and redialled.
+    /// `timeout` must exceed `interval`.
+    public var keepalive = DaemonConfiguration.defaultKeepalive
+    public static let defaultKeepalive = SessionLiveness.Settings(interval: .seconds(2), timeout: .seconds(6))
     /// Membership timings (memberlist's LAN defaults).
     public var gossip = SWIMSettings()
     /// Full rescan safety net, jittered ±10 %. Default one hour.

@@ -32,6 +32,10 @@ final class GossipService: @unchecked Sendable {
     private let metaSource: @Sendable () -> [UInt8]
     private var lastMeta: [UInt8]
     private let beaconPort: Int?
+    /// Called on the gossip loop, after the member list is published, for every member that
+    /// became alive: new, back from suspect, dead or left, or restarted (a new uid). The daemon
+    /// redials it at once rather than trusting sessions that may have died meanwhile.
+    var onMemberAlive: (@Sendable (MemberState) -> Void)?
 
     init(group: EventLoopGroup, settings: SWIMSettings, name: UInt64, endpoint: Endpoint, cipher: GossipCipher,
          snapshotPath: String, beaconPort: Int?, logger: Logger, metaSource: @escaping @Sendable () -> [UInt8]) {
@@ -138,7 +142,15 @@ final class GossipService: @unchecked Sendable {
 
     // MARK: directives
 
+    /// Whether `member`'s new state is a return to life, given the list published before it.
+    static func cameAlive(_ member: MemberState, before: [MemberState]) -> Bool {
+        guard member.status == .alive else { return false }
+        guard let previous = before.first(where: { $0.name == member.name }) else { return true }
+        return previous.status != .alive || previous.uid != member.uid
+    }
+
     private func run(_ directives: [SWIMInstance.Directive]) {
+        var revived: [MemberState] = []
         for d in directives {
             switch d {
             case let .send(to, messages):
@@ -178,10 +190,15 @@ final class GossipService: @unchecked Sendable {
                 let routine = published.first { $0.name == m.name }?.status == m.status
                 logger.log(level: routine ? .debug : .info, "member \(device) at \(m.endpoint) is \(m.status.name) (incarnation \(m.incarnation))")
                 snapshotDirty = true
+                if m.name != swim.me.name && Self.cameAlive(m, before: published) {
+                    revived.removeAll { $0.name == m.name }
+                    revived.append(m)
+                }
             }
         }
         let all = swim.allMembers
         lock.withLock { published = all }
+        if let onMemberAlive { revived.forEach(onMemberAlive) }
     }
 
     static func isConnectionRefused(_ error: Error) -> Bool {

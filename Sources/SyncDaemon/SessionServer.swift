@@ -13,14 +13,19 @@ final class SessionServer {
     private let identity: DeviceIdentity
     private let logger: Logger
     private let exchanges: @Sendable () -> [[UInt8]: FolderExchange]
+    private let keepalive: SessionLiveness.Settings
+    private let table: SessionTable
     private var channel: Channel?
     /// Connections that start with "SYNCG/1" are gossip push/pull and fallback pings.
     var gossip: GossipService?
 
     /// `exchanges` gives the folders this device holds, by public folder id, at accept time.
     init(group: MultiThreadedEventLoopGroup, identity: DeviceIdentity, logger: Logger,
+         keepalive: SessionLiveness.Settings, table: SessionTable,
          exchanges: @escaping @Sendable () -> [[UInt8]: FolderExchange]) {
         self.group = group
+        self.keepalive = keepalive
+        self.table = table
         self.identity = identity
         self.logger = logger
         self.exchanges = exchanges
@@ -30,6 +35,7 @@ final class SessionServer {
     func start(listen: String) throws -> String {
         let (host, port) = try Self.split(listen)
         let identity = self.identity, logger = self.logger, exchanges = self.exchanges
+        let keepalive = self.keepalive, table = self.table
         let gossip = { [weak self] in self?.gossip }
         let channel = try ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
@@ -41,7 +47,8 @@ final class SessionServer {
                         if prefix == GossipService.streamMagic, let service = gossip() { return GossipStreamHandler(service: service) }
                         let folders = exchanges()
                         let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
-                        return SessionHandler(machine: machine, exchanges: folders, logger: logger)
+                        return SessionHandler(machine: machine, exchanges: folders, logger: logger,
+                                              keepalive: keepalive, table: table, dials: false)
                     }))
                 }
             }
@@ -72,6 +79,9 @@ final class SessionServer {
 
 /// One session: bytes in through the machine, messages out to the folder's exchange (on a serial
 /// queue, since it touches the index and the disk), replies back through the machine on the loop.
+/// Once established, a `SessionLiveness` pings every keepalive interval and closes the session
+/// when nothing arrived for the keepalive timeout; pings and pongs are answered here, on the loop,
+/// so a busy exchange never delays them.
 final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -88,12 +98,25 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var logger: Logger
     private let work = DispatchQueue(label: "syncd.session")
     private var timeout: Scheduled<Void>?
+    private let keepalive: SessionLiveness.Settings
+    private var liveness: SessionLiveness?
+    private var livenessTimer: Scheduled<Void>?
+    private let table: SessionTable?
+    /// Whether this side dialled (and so redials once the session is gone).
+    private let dials: Bool
 
-    init(machine: SessionMachine, exchanges: [[UInt8]: FolderExchange], logger: Logger) {
+    init(machine: SessionMachine, exchanges: [[UInt8]: FolderExchange], logger: Logger,
+         keepalive: SessionLiveness.Settings, table: SessionTable?, dials: Bool) {
         self.machine = machine
         self.exchanges = exchanges
         self.logger = logger
+        self.keepalive = keepalive
+        self.table = table
+        self.dials = dials
     }
+
+    /// The keepalive's clock: monotonic, as an offset from the system's uptime origin.
+    private static var now: Duration { .nanoseconds(NIODeadline.now().uptimeNanoseconds) }
 
     private var begun = false
 
@@ -123,11 +146,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        liveness?.onFrameReceived(now: Self.now)
         run(machine.receive(bytes), context: context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        livenessTimer?.cancel()
+        table?.remove(ObjectIdentifier(self))
         if let link { exchange?.detach(link) }
         self.context = nil
         if let peer { logger.info("session with \(peer) ended") }
@@ -157,8 +183,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 exchange = exchanges[p.folderID]
                 logger[metadataKey: "device"] = "\(p.device.short.hex)"
                 logger.info("session established with \(p.device) for folder \(Base32.encode(p.folderID))")
+                self.context = context
+                liveness = SessionLiveness(settings: keepalive, now: Self.now)
+                let channel = context.channel
+                table?.register(ObjectIdentifier(self), .init(device: p.device.short, folderID: p.folderID, rtt: nil) {
+                    [weak self] quiet, reason in
+                    channel.eventLoop.execute { self?.closeIfQuiet(longerThan: quiet, reason: reason) }
+                })
                 if let exchange {
-                    let channel = context.channel
                     let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
                         channel.eventLoop.execute { self?.sendNow(message) }
                     }
@@ -169,9 +201,17 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                         }
                     }
                     self.link = link
-                    self.context = context
                     exchange.attach(link)
                 }
+                // After the hello `attach` queued on the loop: hello stays the first message.
+                channel.eventLoop.execute { [weak self] in self?.livenessTick() }
+            case .deliver(.ping(let n)):
+                // Queued like the hello `attach` sends, so a ping that arrives with the handshake
+                // is still answered after our hello.
+                context.eventLoop.execute { [weak self] in self?.sendNow(.pong(n)) }
+            case .deliver(.pong(let n)):
+                liveness?.onPong(n, now: Self.now)
+                table?.update(ObjectIdentifier(self), rtt: liveness?.rtt)
             case .deliver(let message):
                 deliver(message, context: context)
             case .close(let failure):
@@ -185,6 +225,36 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
             }
         }
         if wrote { context.flush() }
+    }
+
+    /// Carries out what the keepalive says is due, then sleeps until its next deadline.
+    private func livenessTick() {
+        guard let context, var state = liveness, !machine.isClosed else { return }
+        let actions = state.onTick(now: Self.now)
+        liveness = state
+        for action in actions {
+            switch action {
+            case .sendPing(let n):
+                run(machine.send(.ping(n)), context: context)
+            case .close(let silence):
+                let then = dials ? "closing and redialling" : "closing (the peer redials)"
+                logger.warning("peer \(peer.map { "\($0)" } ?? "?") silent for \(silence.secondsText) s; \(then)")
+                run(machine.close("silent for \(silence.secondsText) s"), context: context)
+                return
+            }
+        }
+        guard !machine.isClosed else { return }
+        let deadline = NIODeadline.uptimeNanoseconds(UInt64(max(0, state.nextDeadline.nanoseconds)))
+        livenessTimer = context.eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.livenessTick() }
+    }
+
+    /// Gossip lost and found the peer: a session that has been quiet meanwhile is likely dead.
+    private func closeIfQuiet(longerThan quiet: Duration, reason: String) {
+        guard let context, let state = liveness, !machine.isClosed else { return }
+        let silence = state.silence(now: Self.now)
+        guard silence > quiet else { return }
+        logger.info("\(reason); session quiet for \(silence.secondsText) s, closing it")
+        run(machine.close(reason), context: context)
     }
 
     private func deliver(_ message: SessionMessage, context: ChannelHandlerContext) {
@@ -245,4 +315,19 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler, @un
 
 extension UInt64 {
     var hex: String { String(self, radix: 16) }
+}
+
+extension Duration {
+    /// Whole nanoseconds (saturating), for NIO's clock.
+    var nanoseconds: Int64 {
+        let (s, atto) = components
+        let (ns, overflow) = s.multipliedReportingOverflow(by: 1_000_000_000)
+        return overflow ? (s < 0 ? .min : .max) : ns &+ atto / 1_000_000_000
+    }
+
+    /// Seconds to a tenth for log lines: "6", "0.5", "12.3".
+    var secondsText: String {
+        let tenths = (nanoseconds + 50_000_000) / 100_000_000
+        return tenths % 10 == 0 ? String(tenths / 10) : "\(tenths / 10).\(tenths % 10)"
+    }
 }

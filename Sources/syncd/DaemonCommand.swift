@@ -35,6 +35,12 @@ struct DaemonCommand: ParsableCommand {
     @Option(help: "Full rescan interval in seconds (safety net behind inotify; jittered ±10%).")
     var rescanInterval: Double = 3600
 
+    @Option(help: "Seconds between keepalive pings on each peer session.")
+    var keepaliveInterval: Double = DaemonConfiguration.defaultKeepalive.interval.inSeconds
+
+    @Option(help: "Seconds of silence after which a peer session is closed and redialled (more than --keepalive-interval).")
+    var keepaliveTimeout: Double = DaemonConfiguration.defaultKeepalive.timeout.inSeconds
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -46,6 +52,10 @@ struct DaemonCommand: ParsableCommand {
         guard rescanInterval > 0 else { throw ValidationError("--rescan-interval must be positive") }
         guard trashDays >= 0 else { throw ValidationError("--trash-days cannot be negative") }
         guard maxConflicts >= 1 else { throw ValidationError("--max-conflicts must be at least 1") }
+        guard keepaliveInterval >= 0.01 else { throw ValidationError("--keepalive-interval must be at least 0.01") }
+        guard keepaliveTimeout > keepaliveInterval else {
+            throw ValidationError("--keepalive-timeout must be longer than --keepalive-interval")
+        }
     }
 
     func run() throws {
@@ -64,6 +74,7 @@ struct DaemonCommand: ParsableCommand {
         config.maxConflicts = maxConflicts
         config.gossipKey = gossipKey
         config.beaconPort = noLanBeacon ? nil : beaconPort
+        config.keepalive = .init(interval: .seconds(keepaliveInterval), timeout: .seconds(keepaliveTimeout))
         let logger = Logger(label: "syncd")
         do {
             let daemon = try Daemon(configuration: config, logger: logger)
@@ -73,4 +84,8 @@ struct DaemonCommand: ParsableCommand {
             throw ExitCode.failure
         }
     }
+}
+
+private extension Duration {
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
