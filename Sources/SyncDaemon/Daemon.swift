@@ -131,6 +131,7 @@ public final class Daemon: @unchecked Sendable {
                                               device: identity.deviceID.short, logger: logger,
                                               trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
             exchange.service = service
+            exchange.rtt = { [sessionTable] in sessionTable.rtt(of: $0) }
             let folderID = service.keys.folderID, me = identity.deviceID.short
             exchange.announcedPeers = { [weak self] in
                 let members = self?.lock.withLock { self?.gossip }?.members ?? []

@@ -135,7 +135,7 @@ extension FolderExchange {
     /// Whether `link` answers right away that it does not have `chunk` (rather than not answering).
     func refuses(_ chunk: ChunkRef, _ link: PeerLink) -> Bool {
         let p = request(chunk, from: link)
-        return p.wait(Self.requestTimeout) && p.bytes == nil
+        return p.wait(requestTimeout(for: link.device.short)) && p.bytes == nil
     }
 
     /// A rename staged without copying: a hard link to the local file, if that file is still
@@ -286,7 +286,7 @@ extension FolderExchange {
     /// Waits for the answer to a request: the chunk's plaintext if it arrived, opens (storage
     /// peers send sealed chunks) and matches its keyed id; nil if it timed out, was refused or is wrong.
     func receive(_ p: PendingRequest, from source: PeerLink, _ chunk: ChunkRef) -> [UInt8]? {
-        guard let ids, p.wait(Self.requestTimeout), let data = p.bytes else { return nil }
+        guard let ids, p.wait(requestTimeout(for: source.device.short)), let data = p.bytes else { return nil }
         guard let plain = opened(data, from: source, ids: ids), plain.count == Int(chunk.size), ids.chunkID(plain) == chunk.id else { return nil }
         return plain
     }

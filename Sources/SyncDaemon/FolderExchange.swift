@@ -157,6 +157,18 @@ final class FolderExchange: @unchecked Sendable {
     /// at once, so this only bounds a peer that is connected but slow.
     static let requestTimeout: TimeInterval = 10
 
+    /// The session's smoothed round-trip time to a peer (from its keepalive), nil before the first pong.
+    var rtt: (@Sendable (ShortDeviceID) -> Duration?)?
+
+    /// How long to wait for a chunk from `peer` before asking the next one: eight round trips
+    /// (a window of requests queues behind one another), at least 2 s, `requestTimeout` while the
+    /// round trip is unknown.
+    func requestTimeout(for peer: ShortDeviceID) -> TimeInterval {
+        guard let rtt = rtt?(peer) else { return Self.requestTimeout }
+        let seconds = Double(rtt.components.seconds) + Double(rtt.components.attoseconds) / 1e18
+        return min(Self.requestTimeout, max(2, 8 * seconds))
+    }
+
     let folderID: [UInt8]
     let access: AccessKind
     let record: FolderRecord
