@@ -55,7 +55,7 @@ for i in $(seq "$PUSHES"); do
     for n in a b; do
         if ! peer_alive "$n"; then
             crashes=$((crashes + 1)); log "push $i: daemon $n is gone; restarting it"
-            stop_peer "$n" KILL || true; start_peer "$n" "$addr_a"
+            stop_peer "$n" KILL || true; if [ "$n" = a ]; then start_peer a; else start_peer b "$addr_a"; fi
         fi
     done
     [ $((i % 50)) -eq 0 ] && log "$i pushes: fsck failures $fsck_fail, head mismatches $head_miss, wait timeouts $wait_fail"
