@@ -65,7 +65,7 @@ secs=$(($(date +%s) - t0))
 wait_peer a 60 || true; wait_peer b 60 || true; sleep 5
 final_fsck=ok; git -C "$dir_b/repo.git" fsck --full --no-progress >"$work/fsck-final.log" 2>&1 || final_fsck=FAILED
 final_tree=identical; same_trees "$dir_a" "$dir_b" "$work/final-tree.diff" || final_tree="differs ($(grep -c '^[<>]' "$work/final-tree.diff") lines, $work/final-tree.diff)"
-for n in a b; do c=$(log_crashes "$n"); crashes=$((crashes + c)); done
+finish_peers a b; crashes=$((crashes + peer_crashes))
 echo "after settling (wait on both, 5 s): fsck on B $final_fsck, trees $final_tree"
 echo "pushes $PUSHES, fsck failures $fsck_fail, crashes $crashes (head mismatches $head_miss, wait timeouts $wait_fail, ${secs} s)"
 [ $((fsck_fail + crashes + head_miss + wait_fail)) -eq 0 ] && [ "$final_fsck" = ok ] && [ "$final_tree" = identical ] || exit 1

@@ -97,7 +97,7 @@ final=identical
 if ! same_trees "$dir_a" "$dir_b" "$work/diff-final.txt"; then
     sleep 5; same_trees "$dir_a" "$dir_b" "$work/diff-final.txt" || final="differ ($(grep -c '^[<>]' "$work/diff-final.txt") lines, $work/diff-final.txt)"
 fi
-for n in a b; do crashes=$((crashes + $(log_crashes "$n"))); done
+finish_peers a b; crashes=$((crashes + peer_crashes))
 crashes=$((crashes + restart_fail))
 secs=$(($(date +%s) - t0))
 echo "writer: $(tail -1 "$work/writer.log"); files on A at the end: $(tree_digest "$dir_a" | grep -c '^F ' || true)"

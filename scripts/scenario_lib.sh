@@ -38,6 +38,7 @@ scen_netns=()       # namespaces this run created
 scen_links=()       # links in the root namespace this run created
 scen_undo=()        # commands that undo iptables rules etc. (run in reverse order)
 scen_keep="${KEEP_WORK:-0}"
+SYNCD_RUN_AS=()     # a prefix that runs daemons and clients as another user (setpriv ...)
 
 scen_cleanup() {
     local rc=$? i
@@ -79,7 +80,7 @@ in_ns() {
 }
 
 # ctl NAME ARGS... — a syncd client command against the peer's daemon.
-ctl() { local h="home_$1"; local n=$1; shift; SYNCD_HOME="${!h}" "$SYNCD_BIN" "$@"; }
+ctl() { local h="home_$1"; shift; SYNCD_HOME="${!h}" "${SYNCD_RUN_AS[@]}" "$SYNCD_BIN" "$@"; }
 
 # start_peer NAME [JOIN_ADDR] — starts the daemon, appends to its log, waits for its control socket.
 start_peer() {
@@ -90,7 +91,7 @@ start_peer() {
     local ns="ns_$n" pre=()
     [ -n "${!ns}" ] && pre=(ip netns exec "${!ns}")   # ip netns exec execs: $! is the daemon itself
     # shellcheck disable=SC2086
-    "${pre[@]}" env SYNCD_HOME="${!h}" "$SYNCD_BIN" daemon --home "${!h}" --listen "${!a}" "${join[@]}" \
+    "${pre[@]}" env SYNCD_HOME="${!h}" "${SYNCD_RUN_AS[@]}" "$SYNCD_BIN" daemon --home "${!h}" --listen "${!a}" "${join[@]}" \
         --no-lan-beacon ${SYNCD_DAEMON_ARGS:-} >>"${!l}" 2>&1 &
     printf -v "pid_$n" '%s' "$!"; scen_pids+=("$!")
     local i; for i in $(seq 300); do
@@ -124,6 +125,19 @@ wait_peer() { local d="dir_$1"; ctl "$1" wait "${!d}" --timeout "$2" >/dev/null 
 
 # Crash evidence: a daemon that should be running is gone, or its log shows a fatal error.
 crash_pattern='Fatal error|Program crashed|Segmentation fault|Illegal instruction|Trace/breakpoint trap|SIGSEGV|SIGILL|SIGTRAP|SIGABRT|SIGBUS|Aborted|Current stack trace|precondition failed|assertion failed'
+# finish_peers NAME... — stops each daemon gracefully (SIGTERM) and sets peer_crashes to how many
+# crashed: a daemon already gone, one ended by a signal other than TERM, or fatal lines in its log
+# (a crash during shutdown counts: it is what a user's `systemctl stop` would see).
+finish_peers() {
+    local n rc l; peer_crashes=0
+    for n in "$@"; do
+        l="log_$n"
+        peer_alive "$n" || { peer_crashes=$((peer_crashes + 1)); log "daemon $n was not running"; }
+        rc=0; stop_peer "$n" TERM || rc=$?
+        if [ "$rc" -gt 128 ] && [ "$rc" -ne 143 ]; then peer_crashes=$((peer_crashes + 1)); log "daemon $n exited with status $rc"
+        elif [ "$(log_crashes "$n")" -gt 0 ]; then peer_crashes=$((peer_crashes + 1)); log "daemon $n log: $(grep -Eam1 "$crash_pattern" "${!l}")"; fi
+    done
+}
 peer_alive() { local p="pid_$1"; kill -0 "${!p}" 2>/dev/null; }
 log_crashes() { local l="log_$1"; grep -Eac "$crash_pattern" "${!l}" 2>/dev/null || true; }
 

@@ -43,7 +43,10 @@ trash_a=$(find "$dir_a/.syncd/trash" -type f 2>/dev/null | wc -l)
 
 echo "wait A exit $wait_a, wait B exit $wait_b; B: $(ctl b status --json 2>/dev/null | python3 -c 'import json,sys; f=json.load(sys.stdin)["folders"][0]; print("state", f["state"], "error", f.get("error"))')"
 echo "files on A before $n_before, after $n_after (entries lost or changed: $lost, in A's trash: $trash_a); B refilled: $refilled ($n_b files)"
+finish_peers a b
+echo "crashes (incl. at shutdown): $peer_crashes"
 rc=0
+[ "$peer_crashes" -eq 0 ] || { echo "FAIL: a daemon crashed"; rc=1; }
 [ "$lost" -eq 0 ] || { echo "FAIL: files were deleted or changed on A"; rc=1; }
 [ "$refilled" = yes ] || { echo "FAIL: B did not get the files back"; rc=1; }
 [ $rc -eq 0 ] && echo "PASS"
