@@ -3,18 +3,22 @@
 # be left different from it once `syncd wait` says the two are in sync.
 #
 #   bash scripts/kill_soak.sh [KILLS]      (default 25; SYNCD_BIN=... for another binary)
+#   KILL_SIDE=b (default) | a (the writer's daemon) | both (alternating)
 #
 # A and B on loopback share a folder. A writer on A creates, appends to, overwrites, renames
 # (within and across directories) and deletes files without pause. B is killed with SIGKILL after
 # a random 0.3-4 s, restarted after a random 0-1 s. After each restart the writer is paused, and
 # when `syncd wait` on A exits 0 the trees are compared (kind + content, .syncd excluded); a
 # mismatch is counted, and re-checked 3 s later to tell "wait passed early" from "stays different".
-# At the end the writer stops, both sides wait, and the trees must be identical.
-# Prints `kills N, mismatches M (lasting L), wait timeouts W, crashes C, final trees identical|differ`.
-# Exit: 0 no mismatch/timeout/crash and identical at the end, 1 otherwise, 2 setup error.
+# At the end the writer stops, both sides wait, and the trees must be identical and hold no
+# `.sync-conflict-` copy (only A writes: a conflict copy means a replica took its own stale state
+# for an edit). Prints `kills N, mismatches M (lasting L), wait timeouts W, crashes C, conflict
+# copies K, final trees identical|differ`.
+# Exit: 0 no mismatch/timeout/crash/copy and identical at the end, 1 otherwise, 2 setup error.
 source "$(dirname "$0")/scenario_lib.sh"
 resolve_bin
 KILLS=${1:-25}
+KILL_SIDE=${KILL_SIDE:-b}
 work=$(mktemp -d /tmp/syncd-killsoak.XXXXXX)
 port=$(pick_port)
 new_peer a "127.0.0.1:$port"; new_peer b "127.0.0.1:$((port + 1))"
@@ -44,7 +48,8 @@ while not os.path.exists(ctl + '/stop'):
     try:
         if op < 0.35 or not files:                          # create or overwrite
             p = name(); os.makedirs(os.path.dirname(p), exist_ok=True)
-            with open(p, 'wb') as f: f.write(os.urandom(rnd.choice([0, 10, 1000, 20000, 150000])))
+            n = rnd.choice([0, 10, 1000, 20000, 150000, 150000]) if rnd.random() > 0.03 else 3000000
+            with open(p, 'wb') as f: f.write(os.urandom(n))
         elif op < 0.6:                                      # append
             with open(rnd.choice(files), 'ab') as f: f.write(os.urandom(rnd.randrange(1, 5000)))
         elif op < 0.8:                                      # rename, maybe over an existing file
@@ -66,9 +71,11 @@ resume_writer() { rm -f "$work/pause"; }
 mismatch=0 lasting=0 wait_fail=0 crashes=0 restart_fail=0 t0=$(date +%s)
 for k in $(seq "$KILLS"); do
     sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 4), 2))')"
-    stop_peer b KILL || true
+    victim=$KILL_SIDE; [ "$victim" = both ] && victim=$([ $((k % 2)) -eq 0 ] && echo a || echo b)
+    stop_peer "$victim" KILL || true
     sleep "$(python3 -c 'import random; print(round(random.uniform(0, 1), 2))')"
-    if ! start_peer b "$addr_a"; then restart_fail=$((restart_fail + 1)); log "kill $k: B did not restart"; continue; fi
+    if [ "$victim" = a ]; then started=0; start_peer a && started=1; else started=0; start_peer b "$addr_a" && started=1; fi
+    if [ $started = 0 ]; then restart_fail=$((restart_fail + 1)); log "kill $k: ${victim^^} did not restart"; continue; fi
     pause_writer
     if wait_peer a 60; then
         if ! same_trees "$dir_a" "$dir_b" "$work/diff-$k.txt"; then
@@ -97,9 +104,10 @@ final=identical
 if ! same_trees "$dir_a" "$dir_b" "$work/diff-final.txt"; then
     sleep 5; same_trees "$dir_a" "$dir_b" "$work/diff-final.txt" || final="differ ($(grep -c '^[<>]' "$work/diff-final.txt") lines, $work/diff-final.txt)"
 fi
+copies=$( (tree_digest "$dir_a"; tree_digest "$dir_b") | grep -c '\.sync-conflict-' || true)
 finish_peers a b; crashes=$((crashes + peer_crashes))
 crashes=$((crashes + restart_fail))
 secs=$(($(date +%s) - t0))
 echo "writer: $(tail -1 "$work/writer.log"); files on A at the end: $(tree_digest "$dir_a" | grep -c '^F ' || true)"
-echo "kills $KILLS, mismatches $mismatch (lasting $lasting), wait timeouts $wait_fail, crashes $crashes, final trees $final (${secs} s)"
-[ $((mismatch + wait_fail + crashes)) -eq 0 ] && [ "$final" = identical ] || exit 1
+echo "kills $KILLS of $KILL_SIDE, mismatches $mismatch (lasting $lasting), wait timeouts $wait_fail, crashes $crashes, conflict copies $copies, final trees $final (${secs} s)"
+[ $((mismatch + wait_fail + crashes + copies)) -eq 0 ] && [ "$final" = identical ] || exit 1

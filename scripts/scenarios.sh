@@ -30,7 +30,7 @@ for r in "${runs[@]}"; do
     env "${envs[@]}" bash "scripts/$name" "${args[@]}" >"$OUT/${name%.sh}.log" 2>&1; rc=$?
     secs=$(($(date +%s) - t0))
     # The summary: the script's last stdout lines that are not log lines ([hh:mm:ss] ...).
-    summary=$(grep -v -e '^\[' -e '^[[:space:]]' -e '^(work directory' "$OUT/${name%.sh}.log" | tail -6 \
+    summary=$(grep -v -e '^\[' -e '^[[:space:]]' -e '^(work directory' "$OUT/${name%.sh}.log" | tail -8 \
         | awk 'NR > 1 {printf "; "} {printf "%s", $0}' | sed 's/|/\\|/g')
     echo "| $name | \`${envs[*]:+${envs[*]} }bash scripts/$name${args[*]:+ ${args[*]}}\` | $rc | ${secs} s | $summary |"
     [ $rc -eq 0 ] || all=1
