@@ -5,7 +5,7 @@
 #   bash scripts/scenarios.sh            full sizes (~11 min): 300 pushes, 25 kills of B and 25 of
 #                                        A and B alternately, 30 s partition, 10 s block
 #   bash scripts/scenarios.sh --quick    CI-sized (~3 min): 20 pushes, 6 kills (A and B), 9 s
-#                                        partition, 3 s block
+#                                        partition, 5 s block
 #
 # SYNCD_BIN selects the binary (default: this checkout's release build). Logs of each run go to
 # $OUT (default /tmp/syncd-scenarios), with the work directory of any failing run kept beside them.
@@ -15,9 +15,9 @@ cd "$(dirname "$0")/.."
 quick=0; [ "${1:-}" = --quick ] && quick=1
 OUT=${OUT:-/tmp/syncd-scenarios}; mkdir -p "$OUT"
 if [ $quick = 1 ]; then
-    runs=("git_push_soak.sh 20" "KILL_SIDE=both kill_soak.sh 6" "wiped_replica.sh" "HOLD=3 failed_apply.sh" "PARTITION=9 partition_test.sh")
+    runs=("git_push_soak.sh 20" "KILL_SIDE=both kill_soak.sh 6" "wiped_replica.sh" "HOLD=5 failed_apply.sh" "PARTITION=9 partition_test.sh")
 else
-    runs=("git_push_soak.sh 300" "kill_soak.sh 25" "KILL_SIDE=both kill_soak.sh 25" "wiped_replica.sh" "failed_apply.sh" "partition_test.sh")
+    runs=("git_push_soak.sh 300" "kill_soak.sh 25" "KILL_SIDE=both kill_soak.sh 25" "wiped_replica.sh" "WIPE=stopped wiped_replica.sh" "failed_apply.sh" "partition_test.sh")
 fi
 # The syncd sources under test: the last commit that touched them (scripts do not count).
 commit=$(git log -1 --format=%h -- Sources Package.swift Package.resolved 2>/dev/null || echo "?")

@@ -2,6 +2,7 @@
 # Wiped replica: a user empties a replica's folder and follows the user guide to resume it.
 #
 #   bash scripts/wiped_replica.sh            (SYNCD_BIN=... to test another binary)
+#   WIPE=stopped bash scripts/wiped_replica.sh   the same with B stopped during the wipe
 #
 # A and B (loopback) share a folder holding FILES files in a few directories and are in sync.
 # While B runs, `rm -rf` B's folder, recreate `B/.syncd` (Docs/UserGuide.md, "The folder
@@ -12,6 +13,7 @@
 source "$(dirname "$0")/scenario_lib.sh"
 resolve_bin
 FILES=${FILES:-50}
+WIPE=${WIPE:-running}
 work=$(mktemp -d /tmp/syncd-wiped.XXXXXX)
 port=$(pick_port)
 new_peer a "127.0.0.1:$port"; new_peer b "127.0.0.1:$((port + 1))"
@@ -27,11 +29,17 @@ same_trees "$dir_a" "$dir_b" || { log "A and B differ after the initial sync"; e
 before=$(tree_digest "$dir_a"); n_before=$(echo "$before" | grep -c '^[FL] ')
 log "in sync: $n_before files and links on both"
 
-log "wiping B's folder while B runs, recreating B/.syncd, restarting B"
-rm -rf "$dir_b"; mkdir -p "$dir_b/.syncd"
-sleep 2                                   # let B's watcher see the wipe, as it would in life
-stop_peer b TERM || true
-start_peer b
+if [ "$WIPE" = stopped ]; then
+    log "stopping B, wiping its folder, recreating B/.syncd, starting B"
+    stop_peer b TERM || true
+    rm -rf "$dir_b"; mkdir -p "$dir_b/.syncd"
+else
+    log "wiping B's folder while B runs, recreating B/.syncd, restarting B"
+    rm -rf "$dir_b"; mkdir -p "$dir_b/.syncd"
+    sleep 2                               # let B's watcher see the wipe, as it would in life
+    stop_peer b TERM || true
+fi
+start_peer b "$addr_a"
 wait_a=0; wait_peer a 60 || wait_a=$?
 wait_b=0; wait_peer b 60 || wait_b=$?
 sleep 3                                   # a late deletion batch would land in this window
