@@ -1,7 +1,7 @@
 /// The control API between `syncd` commands and the running daemon: one JSON object per line
 /// over the unix socket `<home>/syncd.sock` (mode 0600). See Docs/UserGuide.md.
 public struct ControlRequest: Codable, Sendable, Equatable {
-    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers }
+    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers, flush }
     public var command: Command
     public var path: String?
     /// For `add`: the secret to join with; nil with `generate` makes a new read-write secret.

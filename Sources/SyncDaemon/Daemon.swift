@@ -274,6 +274,12 @@ public final class Daemon: @unchecked Sendable {
             case .peers: return ControlResponse(ok: true, peers: peers())
             case .add: return try add(request)
             case .remove: return try remove(request)
+            case .flush:
+                // `syncd wait`: writes that completed before it started are scanned first.
+                guard let path = request.path, let service = lock.withLock({ folders[FolderPaths.normalize(path)] }) else {
+                    throw StoreError.noSuchFolder(request.path ?? "")
+                }
+                return service.flushPendingChanges() ? ControlResponse(ok: true) : .failure("the folder's watcher did not answer")
             }
         } catch {
             return .failure("\(error)")

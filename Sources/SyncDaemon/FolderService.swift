@@ -305,3 +305,13 @@ struct StoreBaseline: ScanBaseline {
         (try? store.liveFiles(folder: folder, inode: inode)) ?? []
     }
 }
+
+extension FolderService {
+    /// Everything written before this call is handed to the scanner now (the watcher's queued
+    /// events and the paths it holds to settle), so `syncd wait` counts it: the scan it queues
+    /// shows as busy until it is recorded. False when the watcher did not answer in time.
+    func flushPendingChanges() -> Bool {
+        guard let w = lock.withLock({ watcher }) else { return true }   // no watcher: periodic rescans only
+        return w.flush()
+    }
+}

@@ -57,6 +57,11 @@ public final class InotifyWatcher: @unchecked Sendable {
     private var settling: [String: Int64] = [:]       // path → deadline
     private var movedFrom: [UInt32: (path: String, isDir: Bool)] = [:]
 
+    // Flush requests (`flush`): asked by any thread, answered by the watcher thread.
+    private let flushCondition = WaitCondition()
+    private var flushAsked: UInt64 = 0
+    private var flushDone: UInt64 = 0
+
     public var isDegraded: Bool { lock.withLock { degraded } }
     public var watchCount: Int { lock.withLock { pathByWatch.count } }
 
@@ -88,6 +93,18 @@ public final class InotifyWatcher: @unchecked Sendable {
         }, box.toOpaque())
         if rc != 0 { box.release(); throw POSIXFileSystem.error(root, "pthread_create", rc) }
         thread = t
+    }
+
+    /// Reports at once everything the kernel has queued and every path still settling (a file
+    /// created by `link()` or still open for writing counts as written now), and returns once
+    /// the handler has had it — so a write that completed before this call is in the batch
+    /// (`syncd wait`). False when the watcher does not answer within `timeout` seconds.
+    public func flush(timeout: Double = 2) -> Bool {
+        guard thread != nil else { return false }
+        let ticket: UInt64 = flushCondition.withLock { flushAsked += 1; return flushAsked }
+        var two: UInt8 = 2
+        _ = write(stopPipe[1], &two, 1)
+        return flushCondition.wait(timeout: timeout) { flushDone >= ticket }
     }
 
     public func stop() {
@@ -188,14 +205,32 @@ public final class InotifyWatcher: @unchecked Sendable {
             let timeout = nextTimeoutMs()
             let rc = poll(&fds, 2, timeout)
             if rc < 0 && errno != EINTR { logger.error("inotify poll failed: \(String(cString: strerror(errno)))"); return }
-            if fds[1].revents != 0 { return }
-            if rc > 0 && fds[0].revents != 0 {
+            var flushing = false
+            if fds[1].revents != 0 {
+                var bytes = [UInt8](repeating: 0, count: 64)
+                let n = read(stopPipe[0], &bytes, bytes.count)
+                if n <= 0 || bytes[..<n].contains(1) { return }
+                flushing = true
+            }
+            if flushing || (rc > 0 && fds[0].revents != 0) {
                 while true {
                     let n = read(fd, buffer.baseAddress, buffer.count)
                     if n <= 0 { break }
                     parse(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
                 }
                 finishMoves()
+            }
+            if flushing {
+                let asked = flushCondition.withLock { flushAsked }
+                for path in settling.keys { ready.paths.insert(path) }
+                settling.removeAll()
+                if !ready.isEmpty {
+                    let batch = ready
+                    ready = WatchBatch()
+                    handler(batch)
+                }
+                flushCondition.withLock { flushDone = asked }
+                flushCondition.broadcast()
             }
             deliverDue()
         }

@@ -30,3 +30,47 @@ public final class Flag: @unchecked Sendable {
     public func raise() { lock.withLock { value = true } }
     public var isRaised: Bool { lock.withLock { value } }
 }
+
+/// A mutex with a condition, for a thread that waits until another makes a predicate true.
+public final class WaitCondition: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    public init() {
+        pthread_mutex_init(mutex, nil)
+        var attr = pthread_condattr_t()
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(cond, &attr)
+        pthread_condattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond); pthread_mutex_destroy(mutex)
+        cond.deallocate(); mutex.deallocate()
+    }
+
+    public func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
+
+    public func broadcast() {
+        pthread_mutex_lock(mutex); pthread_cond_broadcast(cond); pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until `done()` (evaluated under the lock) is true; false after `timeout` seconds.
+    public func wait(timeout: Double, until done: () -> Bool) -> Bool {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let total = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + Int64(timeout * 1e9)
+        var deadline = timespec(tv_sec: Int(total / 1_000_000_000), tv_nsec: Int(total % 1_000_000_000))
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !done() {
+            if pthread_cond_timedwait(cond, mutex, &deadline) == ETIMEDOUT { return done() }
+        }
+        return true
+    }
+}

@@ -8,9 +8,12 @@ struct WaitCommand: ParsableCommand {
         commandName: "wait",
         abstract: "Wait until every connected peer holds this folder's current state and nothing is being pulled.",
         discussion: """
-            Exits 0 once at least one peer is connected, every connected peer has acknowledged this \
-            device's current sequence, no scan or pull is pending here, and no peer that gossip \
-            knows for the folder is still connecting. On timeout exits 1 and says what is pending.
+            First hands every write that completed before it started to the scanner. Then exits 0 \
+            once at least one peer is connected, every connected peer has acknowledged this \
+            device's current sequence, this device has applied everything each read-write peer \
+            announced, the index digests of read-write peers agree, no change is failing to apply \
+            here, no scan or pull is pending, and no peer that gossip knows for the folder is still \
+            connecting. On timeout exits 1 and says what is pending.
             """)
 
     @OptionGroup var home: HomeOption
@@ -23,8 +26,8 @@ struct WaitCommand: ParsableCommand {
 
     func run() throws {
         let deadline = Date().addingTimeInterval(timeout)
-        // Let the watcher report writes made just before this command (its coalescing window).
-        Thread.sleep(forTimeInterval: 0.15)
+        // Writes that completed before this command are scanned before anything else counts.
+        _ = try call(ControlRequest(command: .flush, path: absolutePath(path)), home: home.resolved)
         var pending = "no status yet"
         while true {
             let response = try call(ControlRequest(command: .status, path: absolutePath(path)), home: home.resolved)

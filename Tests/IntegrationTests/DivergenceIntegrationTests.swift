@@ -37,3 +37,39 @@ final class DivergenceIntegrationTests: XCTestCase, ClusterTesting {
         XCTAssertEqual(tree(b), tree(a))
     }
 }
+
+extension DivergenceIntegrationTests {
+    /// `wait` is a barrier for writes that completed before it: a file made with `link()` (as git
+    /// makes objects: IN_CREATE, no IN_CLOSE_WRITE, so the watcher holds it to settle) and a
+    /// rename right after — both are on B when `wait` on A returns.
+    func test_wait_includesAHardLinkedFileWrittenJustBefore() throws {
+        let (d, _) = try cluster(2, name: "flush")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try waitInSync(d[0])
+        for round in 0..<5 {
+            let outside = d[0].root + "/object-\(round).tmp"
+            try Data("object \(round)".utf8).write(to: URL(fileURLWithPath: outside))
+            XCTAssertEqual(link(outside, a + "/object-\(round)"), 0)
+            try Data("ref \(round)".utf8).write(to: URL(fileURLWithPath: a + "/ref.tmp"))
+            XCTAssertEqual(rename(a + "/ref.tmp", a + "/ref"), 0)
+            try waitInSync(d[0])
+            XCTAssertEqual(try? String(contentsOfFile: b + "/object-\(round)", encoding: .utf8), "object \(round)",
+                           "round \(round): wait returned before B had the linked object")
+            XCTAssertEqual(try? String(contentsOfFile: b + "/ref", encoding: .utf8), "ref \(round)")
+        }
+    }
+
+    /// A receiver's `wait` waits for what its peer announced: B does not say "in sync" while A's
+    /// new files are still arriving.
+    func test_receiverWait_waitsForWhatThePeerAnnounced() throws {
+        let (d, _) = try cluster(2, name: "recv")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        try waitInSync(d[1])
+        for i in 0..<400 { try Data(repeating: UInt8(i % 251), count: 16_384).write(to: URL(fileURLWithPath: a + "/f\(i)")) }
+        try d[0].waitForFolder(timeout: 20, "A indexed 400 files") { $0.localFiles == 400 }
+        usleep(300_000)   // A's announcement (its first manifest, its digest) reaches B: B cannot wait for what it was never told
+        try waitInSync(d[1])
+        let files = try FileManager.default.contentsOfDirectory(atPath: b).filter { $0.hasPrefix("f") }
+        XCTAssertEqual(files.count, 400, "B's wait returned with \(files.count) of 400 files")
+    }
+}

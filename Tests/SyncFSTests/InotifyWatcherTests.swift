@@ -86,6 +86,17 @@ final class InotifyWatcherTests: XCTestCase {
         waitFor(["slow.log"])  // reported once writeSettle passes even though the file is still open
     }
 
+    /// `flush` (what `syncd wait` asks first): a hard link made just before — IN_CREATE with no
+    /// IN_CLOSE_WRITE, held to settle — is handed over before `flush` returns, not after the settle.
+    func test_flush_handsOverSettlingPathsBeforeItReturns() throws {
+        let outside = root + "/../obj-link-\(UUID().uuidString)"
+        try Data("obj".utf8).write(to: URL(fileURLWithPath: outside))
+        defer { unlink(outside) }
+        XCTAssertEqual(link(outside, root + "/object"), 0)
+        XCTAssertTrue(watcher.flush())
+        XCTAssertTrue(seen.snapshot().contains("object"), "flush returned before the linked file was handed over: \(seen.snapshot())")
+    }
+
     func test_stateDirectory_isNeverReported() throws {
         try Data("t".utf8).write(to: URL(fileURLWithPath: root + "/.syncd/tmp/x"))
         try Data("v".utf8).write(to: URL(fileURLWithPath: root + "/visible"))
