@@ -25,6 +25,11 @@ public final class Daemon: @unchecked Sendable {
     private var sessions: SessionServer?
     private var gossip: GossipService?
     private var dialing: Set<[UInt64]> = []
+    /// When a member that gossip does not call alive was last dialled (member, folder).
+    private var lastUnconfirmedDial: [[UInt64]: DispatchTime] = [:]
+    /// Members gossip calls suspect or dead (a partition, say) are still dialled this often
+    /// (seconds): an authenticated session proves they are back long before gossip does.
+    static let unconfirmedDialInterval = 2.0
     /// Every established session, for RTTs and for closing the quiet ones of a member gossip found again.
     private let sessionTable = SessionTable()
     private var dialer: RepeatedTask?
@@ -207,14 +212,23 @@ public final class Daemon: @unchecked Sendable {
     private func dialPeers() {
         guard let gossip = lock.withLock({ gossip }) else { return }
         let me = identity.deviceID.short
-        let members = gossip.members.filter { $0.status == .alive && $0.name != me && me < $0.name }
+        let members = gossip.members.filter { $0.status != .left && $0.name != me && me < $0.name }
         let current = lock.withLock { Array(exchanges.values) }
+        let now = DispatchTime.now()
         for m in members {
             guard let meta = MemberMeta(decoding: m.meta) else { continue }
             for exchange in current where meta.folders.contains(where: { $0.folderID == exchange.folderID })
                 && !exchange.isConnected(m.name) {
                 let key = [m.name, exchange.record.id < 0 ? 0 : UInt64(exchange.record.id)]
-                guard lock.withLock({ dialing.insert(key).inserted }) else { continue }
+                let due: Bool = lock.withLock {
+                    guard m.status != .alive else { return true }
+                    // After a partition heals, data moves once a session is up, not once gossip
+                    // has confirmed the member alive again (which takes up to its reconnect round).
+                    if let last = lastUnconfirmedDial[key], now < last + Self.unconfirmedDialInterval { return false }
+                    lastUnconfirmedDial[key] = now
+                    return true
+                }
+                guard due, lock.withLock({ dialing.insert(key).inserted }) else { continue }
                 let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
                 let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable
                 ClientBootstrap(group: group)
