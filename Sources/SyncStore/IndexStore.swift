@@ -317,8 +317,10 @@ public struct IndexStore: Sendable {
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
 
-            let lookupMissing = try db.cachedStatement(sql: "SELECT version, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM missing_file WHERE folder = ? AND path = ?")
-            let dropMissing = try db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?")
+            // (Tests write through indexes made as older versions left them, before v6-unknown.)
+            let setAside = try db.tableExists("missing_file")
+            let lookupMissing = try setAside ? db.cachedStatement(sql: "SELECT version, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM missing_file WHERE folder = ? AND path = ?") : nil
+            let dropMissing = try setAside ? db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?") : nil
 
             for change in changes {
                 let existing = try Row.fetchOne(lookup, arguments: [folder, change.path])
@@ -327,7 +329,7 @@ public struct IndexStore: Sendable {
                 let metadata: FileMetadata
                 let chunks: [ChunkRef]
                 let deleted: Bool
-                if existing == nil, case .present(_, let m, let c) = change,
+                if existing == nil, case .present(_, let m, let c) = change, let lookupMissing, let dropMissing,
                    let missing = try Row.fetchOne(lookupMissing, arguments: [folder, change.path]) {
                     // A path set aside while the folder's contents were unknown is back on disk: it
                     // continues the history it had, and the same content is no new version.
@@ -381,9 +383,9 @@ public struct IndexStore: Sendable {
             let upsert = try db.cachedStatement(sql: Self.upsertFileSQL)
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
-            let dropMissing = try db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?")
+            let dropMissing = try db.tableExists("missing_file") ? db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?") : nil
             for (entry, m) in applied {
-                try dropMissing.execute(arguments: [folder, entry.path])   // pulled back (or settled) from a peer
+                try dropMissing?.execute(arguments: [folder, entry.path])   // pulled back (or settled) from a peer
                 sequence += 1
                 let chunks = entry.deleted ? [] : entry.chunks
                 let id = try Int64.fetchOne(upsert, arguments: [
