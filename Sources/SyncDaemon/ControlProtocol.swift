@@ -1,7 +1,7 @@
 /// The control API between `syncd` commands and the running daemon: one JSON object per line
 /// over the unix socket `<home>/syncd.sock` (mode 0600). See Docs/UserGuide.md.
 public struct ControlRequest: Codable, Sendable, Equatable {
-    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers, flush }
+    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers, flush, acceptDeletions = "accept-deletions" }
     public var command: Command
     public var path: String?
     /// For `add`: the secret to join with; nil with `generate` makes a new read-write secret.
@@ -21,11 +21,13 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var folderId: String?
     public var device: String?
     public var peers: PeersReport?
+    /// For `accept-deletions`: how many missing paths were recorded as deleted.
+    public var deletions: Int?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, secret: String? = nil,
-                folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil) {
+                folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil, deletions: Int? = nil) {
         self.ok = ok; self.error = error; self.status = status; self.secret = secret
-        self.folderId = folderId; self.device = device; self.peers = peers
+        self.folderId = folderId; self.device = device; self.peers = peers; self.deletions = deletions
     }
 
     public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
@@ -38,6 +40,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var folderId: String
         public var access: String
         public var state: String
+        /// Why the folder is paused (state "error"), or what it waits for (state "unknown").
         public var error: String?
         public var localFiles: Int
         public var localDirectories: Int

@@ -46,7 +46,9 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    public init(configuration: DaemonConfiguration, logger: Logger) throws {
+    /// `rebuildIndex` (`syncd daemon --rebuild-index`): move the index aside and start from a new
+    /// one holding the same folders, each with unknown contents (IndexStore.rebuild).
+    public init(configuration: DaemonConfiguration, logger: Logger, rebuildIndex: Bool = false) throws {
         self.configuration = configuration
         self.logger = logger
         let home = configuration.home
@@ -59,7 +61,20 @@ public final class Daemon: @unchecked Sendable {
         let created = open(home.indexPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         if created >= 0 { fchmod(created, 0o600); close(created) }
         for suffix in ["-wal", "-shm"] { chmod(home.indexPath + suffix, 0o600) }
-        store = try IndexStore(path: home.indexPath)
+        store = try rebuildIndex ? Self.rebuild(home.indexPath, logger: logger) : IndexStore(path: home.indexPath)
+    }
+
+    private static func rebuild(_ path: String, logger: Logger) throws -> IndexStore {
+        let (store, report) = try IndexStore.rebuild(at: path) { (try? FolderSecret(parsing: $0)) != nil }
+        if let kept = report.keptAs { logger.notice("index rebuilt; the old one is kept as \(kept)") }
+        for folder in report.folders {
+            logger.notice("re-added \(folder): its contents are unknown until peers re-sync it (nothing is deleted on peers)")
+        }
+        for skipped in report.skipped { logger.error("not re-added: \(skipped); add it again with: syncd add PATH --secret SECRET") }
+        if let why = report.unreadable {
+            logger.error("the old index's folder list cannot be read (\(why)); add each folder again with: syncd add PATH --secret SECRET")
+        }
+        return store
     }
 
     /// Starts everything and blocks until a termination signal, then shuts down in order.
@@ -137,6 +152,7 @@ public final class Daemon: @unchecked Sendable {
                                               trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
             exchange.service = service
             exchange.rtt = { [sessionTable] in sessionTable.rtt(of: $0) }
+            service.exchange = exchange
             let folderID = service.keys.folderID, me = identity.deviceID.short
             exchange.announcedPeers = { [weak self] in
                 let members = self?.lock.withLock { self?.gossip }?.members ?? []
@@ -294,6 +310,7 @@ public final class Daemon: @unchecked Sendable {
                     throw StoreError.noSuchFolder(request.path ?? "")
                 }
                 return service.flushPendingChanges() ? ControlResponse(ok: true) : .failure("the folder's watcher did not answer")
+            case .acceptDeletions: return try acceptDeletions(request)
             }
         } catch {
             return .failure("\(error)")
@@ -308,6 +325,7 @@ public final class Daemon: @unchecked Sendable {
             let state = s.currentState
             var error: String?
             if case .error(let e) = state { error = e }
+            if case .unknown(let why) = state { error = why }
             list.append(.init(path: s.record.path, folderId: s.record.folderID, access: s.record.access, state: state.name,
                               error: error, localFiles: stats.files + stats.symlinks, localDirectories: stats.directories,
                               localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
@@ -364,6 +382,13 @@ public final class Daemon: @unchecked Sendable {
         startService(record, secret)
         lock.withLock { gossip }?.metaChanged()
         return ControlResponse(ok: true, secret: request.secret == nil ? secret.text : nil, folderId: keys.folderIDString)
+    }
+
+    /// `syncd accept-deletions PATH`: what is missing from PATH is deleted on purpose.
+    private func acceptDeletions(_ request: ControlRequest) throws -> ControlResponse {
+        let path = FolderPaths.normalize(request.path ?? "")
+        guard let service = lock.withLock({ folders[path] }) else { throw StoreError.noSuchFolder(path) }
+        return ControlResponse(ok: true, folderId: service.record.folderID, deletions: try service.acceptDeletions())
     }
 
     private func remove(_ request: ControlRequest) throws -> ControlResponse {

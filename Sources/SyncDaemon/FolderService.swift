@@ -13,35 +13,56 @@ final class FolderService: @unchecked Sendable {
     enum State: Equatable {
         case scanning, idle
         case error(String)
+        /// Running, but what the folder holds is not known to match its index (its marker was
+        /// missing, most of its files vanished at once, its index was rebuilt): paths found missing
+        /// are set aside and pulled back from peers, never recorded as deleted.
+        case unknown(String)
 
         var name: String {
             switch self {
             case .scanning: return "scanning"
             case .idle: return "idle"
             case .error: return "error"
+            case .unknown: return "unknown"
             }
         }
     }
 
     let record: FolderRecord
     let keys: FolderKeys
-    private let store: IndexStore
-    private let device: ShortDeviceID
-    private let logger: Logger
+    let store: IndexStore
+    let device: ShortDeviceID
+    let logger: Logger
     private let configuration: DaemonConfiguration
-    private let fs: POSIXFileSystem
-    private let scanner: FolderScanner?
+    let fs: POSIXFileSystem
+    let scanner: FolderScanner?
     private var watcher: InotifyWatcher?
     private var timer: DispatchSourceTimer?
-    private let queue: DispatchQueue
+    let queue: DispatchQueue
     private let writeQueue: DispatchQueue
 
-    private let lock = Lock()
+    let lock = Lock()
     private var state: State = .idle
     private var pending = WatchBatch()
     private var scanQueued = false
-    private var stopped = false
+    var stopped = false
     private var ignore = IgnoreRules.empty   // reloaded at the start of every scan
+    /// The folder's contents are unknown (mirrors the store's flag; FolderService+Unknown.swift).
+    var contentsUnknown = false
+    var unknownReason = "set before the daemon started"
+    /// Entries set aside (the store's `missing_file`), as last counted.
+    var missingCount = 0
+    /// Paused because the folder's root or its `.syncd` marker is missing: polled every second.
+    var pausedForMarker = false
+    /// Until then (uptime ns), scans record missing paths as deleted whatever their number: the
+    /// user confirmed with `syncd accept-deletions`.
+    var deletionsAcceptedUntil: UInt64 = 0
+    var restoring = false
+    /// Set-aside paths no peer could serve, and when (uptime ns) to ask again.
+    var unavailable: [String: UInt64] = [:]
+    var recoveryTimer: DispatchSourceTimer?
+    /// Where set-aside entries are pulled back from (set by the daemon).
+    weak var exchange: FolderExchange?
     /// Called after every committed batch of local changes (the push path to peers).
     var onIndexChanged: (@Sendable () -> Void)?
 
@@ -64,9 +85,16 @@ final class FolderService: @unchecked Sendable {
         } else {
             scanner = nil
         }
+        contentsUnknown = scanner != nil && ((try? store.contentsUnknown(folder: record.id)) ?? false)
+        missingCount = (try? store.missingCount(folder: record.id)) ?? 0
     }
 
-    var currentState: State { lock.withLock { state } }
+    var currentState: State {
+        lock.withLock {
+            if case .error = state { return state }
+            return contentsUnknown ? .unknown(unknownMessage) : state
+        }
+    }
 
     /// Runs `body` on the folder's queue, between scans: applying files from peers this way means
     /// no scan ever sees a half-applied batch or mistakes an applied file for a local edit.
@@ -100,8 +128,8 @@ final class FolderService: @unchecked Sendable {
         }
         check()
     }
-    /// Scans queued or running.
-    var isBusy: Bool { lock.withLock { scanQueued || !pending.isEmpty } }
+    /// Scans queued or running, or contents unknown (`syncd wait` must not pass meanwhile).
+    var isBusy: Bool { lock.withLock { scanQueued || !pending.isEmpty || contentsUnknown } }
 
     var isWatching: Bool { lock.withLock { watcher != nil } && !(watcher?.isDegraded ?? true) }
 
@@ -112,16 +140,18 @@ final class FolderService: @unchecked Sendable {
         startWatcher()
         enqueue(WatchBatch(rescanAll: true))
         scheduleRescan()
+        startRecovery()
     }
 
     func stop() {
         lock.withLock { stopped = true }
         timer?.cancel()
+        recoveryTimer?.cancel()
         watcher?.stop()
         queue.sync {}  // wait for the scan in progress (it stops at its next batch boundary)
     }
 
-    private func startWatcher() {
+    func startWatcher() {
         let w = InotifyWatcher(root: record.path, logger: logger,
                                isIgnoredDirectory: { [weak self] path in
                                    self?.lock.withLock { self?.ignore.isIgnored(path, isDirectory: true) } ?? false
@@ -163,21 +193,31 @@ final class FolderService: @unchecked Sendable {
     private func scan(_ work: WatchBatch) {
         guard let scanner else { return }
         let started = DispatchTime.now().uptimeNanoseconds
-        let wasError: Bool = lock.withLock {
+        // The folder marker: a root without its `.syncd/` (or no root at all) is an unmounted
+        // volume or a wiped directory, not a wish to delete everything on every peer (Syncthing's
+        // .stfolder rule). It pauses the folder, and its contents are unknown from then on.
+        let markerPresent = FileManager.default.fileExists(atPath: record.path + "/.syncd")
+        var work = work
+        let (wasError, resuming): (Bool, Bool) = lock.withLock {
             let e = { if case .error = state { return true } else { return false } }()
+            let resuming = pausedForMarker && markerPresent
+            if resuming { work.rescanAll = true }   // whatever woke us, resuming is a full scan
             if work.rescanAll { state = .scanning }
-            return e
+            return (e, resuming)
         }
         let rules = Self.loadIgnore(fs)
         lock.withLock { ignore = rules }
         do {
-            // The folder marker: a root without its `.syncd/` is an unmounted volume or a wiped
-            // directory, not a wish to delete everything on every peer (Syncthing's .stfolder rule).
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: record.path, isDirectory: &isDirectory), isDirectory.boolValue,
-               !FileManager.default.fileExists(atPath: record.path + "/.syncd") {
+            if !markerPresent {
                 throw ScanError.rootUnavailable("its marker \(record.path)/.syncd is missing (unmounted or emptied?); "
                     + "recreate the directory to resume")
+            }
+            if resuming {
+                // Watch again before walking, so what is written from now on is seen.
+                logger.notice("folder root is back; resuming (contents unknown: nothing missing is recorded as deleted)")
+                watcher?.stop()
+                lock.withLock { watcher = nil; pausedForMarker = false }
+                startWatcher()
             }
             let baseline: any ScanBaseline
             // Many paths (a directory moved in, a batch applied from a peer): one snapshot query
@@ -199,7 +239,7 @@ final class FolderService: @unchecked Sendable {
             let report: ScanReport
             do {
                 report = try scanner.scan(roots: work.rescanAll ? [""] : Array(work.paths), baseline: baseline,
-                                          ignore: rules,
+                                          ignore: rules, missing: missingPolicy(),
                                           isCancelled: { [unowned self] in lock.withLock { stopped } },
                                           emit: writes.submit)
             } catch {
@@ -207,6 +247,8 @@ final class FolderService: @unchecked Sendable {
                 throw error
             }
             try writes.finish()
+            if !report.setAside.isEmpty { try setAside(report) }
+            settleUnknown()
             for e in report.errors { logger.warning("scan: \(e)") }
             if !report.unstable.isEmpty {
                 logger.debug("files still changing, will rescan: \(report.unstable.prefix(5))")
@@ -219,7 +261,7 @@ final class FolderService: @unchecked Sendable {
                 logger.info("scan: \(report.changes) changes, \(report.hashedFiles) files hashed (\(report.hashedBytes) bytes) in \(String(format: "%.1f", ms)) ms")
             }
             lock.withLock { state = .idle }
-            if wasError && work.rescanAll {
+            if wasError && work.rescanAll && !resuming {
                 logger.notice("folder root is back; resuming")
                 watcher?.stop()
                 lock.withLock { watcher = nil }
@@ -227,9 +269,18 @@ final class FolderService: @unchecked Sendable {
             }
         } catch ScanError.cancelled {
             return
-        } catch {
+        } catch let error as ScanError {
             // Never record mass deletions because the root vanished or a mount went away.
-            logger.error("\(error); the folder is paused until its root is back")
+            let first = lock.withLock { () -> Bool in
+                defer { state = .error("\(error)"); pausedForMarker = true }
+                return !pausedForMarker
+            }
+            if first {
+                logger.error("\(error); the folder is paused until its root is back")
+                enterUnknown("its root or its .syncd marker was missing")
+            }
+        } catch {
+            logger.error("\(error); the folder is paused until the next scan succeeds")
             lock.withLock { state = .error("\(error)") }
         }
     }
@@ -259,10 +310,10 @@ final class FolderService: @unchecked Sendable {
 /// Commits scan batches on a serial queue, in order, with at most `depth` batches in flight.
 /// The first failure is re-thrown to the scanner on its next submit and by `finish`.
 final class BatchWriter: @unchecked Sendable {
-    private let queue: DispatchQueue
+    let queue: DispatchQueue
     private let write: ([LocalChange]) throws -> Void
     private let slots: DispatchSemaphore
-    private let lock = Lock()
+    let lock = Lock()
     private var failure: Error?
 
     init(queue: DispatchQueue, depth: Int = 2, write: @escaping ([LocalChange]) throws -> Void) {
@@ -303,6 +354,10 @@ struct StoreBaseline: ScanBaseline {
 
     func liveFiles(withInode inode: UInt64) -> [String] {
         (try? store.liveFiles(folder: folder, inode: inode)) ?? []
+    }
+
+    func liveCount() -> Int {
+        (try? store.liveCount(folder: folder)) ?? Int.max   // unknown: never "most"
     }
 }
 

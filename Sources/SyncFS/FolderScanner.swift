@@ -16,6 +16,25 @@ public protocol ScanBaseline {
     /// Live regular files the index records with inode `inode`: the other names of a hard-linked
     /// file (and, rarely, a file on another mount inside the folder; rescanning it is harmless).
     func liveFiles(withInode inode: UInt64) -> [String]
+    /// Live paths in the whole index (every kind).
+    func liveCount() -> Int
+}
+
+extension ScanBaseline {
+    public func liveCount() -> Int { livePaths(under: "").count }
+}
+
+/// What a scan does with indexed paths it no longer finds.
+public enum MissingPaths: Sendable, Equatable {
+    /// Records them as deleted — unless they are most of the index at once
+    /// (`Options.massMissingMinimum`, more than half): a replaced or half-restored folder, not a
+    /// wish to delete everywhere. Those are set aside instead (`ScanReport.setAside`).
+    case deleteUnlessMost
+    /// The folder's contents are unknown (its marker was missing, its index rebuilt): records no
+    /// deletion at all; every missing path is set aside.
+    case setAside
+    /// Records them as deleted whatever their number: the user confirmed (`syncd accept-deletions`).
+    case delete
 }
 
 /// A snapshot of a whole folder's index, for full scans.
@@ -36,6 +55,8 @@ public struct SnapshotBaseline: ScanBaseline {
     public func state(of path: String) -> IndexedState? { states[path] }
 
     public func liveFiles(withInode inode: UInt64) -> [String] { byInode.paths[inode] ?? [] }
+
+    public func liveCount() -> Int { live.count }
 
     /// Live files grouped by inode, built on the first question: most scans find no hard-linked
     /// file changed and never pay for it.
@@ -68,6 +89,10 @@ public struct ScanReport: Sendable, Equatable {
     /// Files that kept changing while being hashed; the caller should scan them again later.
     public var unstable: [String] = []
     public var errors: [String] = []
+    /// Indexed paths found missing but not recorded as deleted (`MissingPaths`), children first.
+    public var setAside: [String] = []
+    /// True when they were set aside because they were most of the index at once.
+    public var mostMissing = false
 }
 
 public enum ScanError: Error, Equatable, CustomStringConvertible {
@@ -94,6 +119,9 @@ public final class FolderScanner {
         public var batchBytes: Int64 = 256 << 20
         /// Attempts to hash a file that changes while it is read before reporting it unstable.
         public var attempts = 3
+        /// Fewer missing paths than this are recorded as deletions even when they are most of the
+        /// index (a small folder may shrink); from this many on, more than half is "most".
+        public var massMissingMinimum = 10
         public init() {}
     }
 
@@ -115,6 +143,7 @@ public final class FolderScanner {
     /// Scans `roots` (relative paths; "" is the whole folder), each recursively. A changed file
     /// with several names (st_nlink > 1) brings its other names in the index into the scan.
     public func scan(roots: [String], baseline: any ScanBaseline, ignore: IgnoreRules,
+                     missing: MissingPaths = .deleteUnlessMost,
                      isCancelled: () -> Bool = { false },
                      emit: ([LocalChange]) throws -> Void) throws -> ScanReport {
         var report = ScanReport()
@@ -208,6 +237,14 @@ public final class FolderScanner {
         }
         // Children before parents, so an applied batch never removes a non-empty directory.
         removed.sort { $0.path.utf8.count > $1.path.utf8.count }
+        // A wiped, replaced or half-restored folder never becomes deletions.
+        let most = missing == .deleteUnlessMost && removed.count >= options.massMissingMinimum
+            && removed.count * 2 > baseline.liveCount()
+        if !removed.isEmpty && (missing == .setAside || most) {
+            report.setAside = removed.map(\.path)
+            report.mostMissing = most
+            removed = []
+        }
         // The last changes found and the removals go out together when they fit one batch: a
         // rename or move is then one transaction, so peers see both halves in one manifest.
         if pending.count + removed.count <= options.batchSize {

@@ -39,6 +39,16 @@ import SyncCore
 /// v5-inode:
 /// - `file_by_inode`: an index on `file(folder, inode)`, so a scan that finds a hard-linked file
 ///   changed can look up its other names without reading the folder's whole index.
+///
+/// v6-unknown:
+/// - `folder.contents_unknown`: 1 while the folder's contents are unknown — its `.syncd` marker
+///   was missing, a scan found most of its index gone at once, or its index was rebuilt. Scans
+///   then never record a missing path as deleted (Docs/UserGuide.md, "A wiped or replaced folder").
+/// - `missing_file`: index entries of paths such a scan found missing. They leave `file` (so they
+///   are neither announced nor planned against: a peer's version of the path is needed again) but
+///   keep their version and chunks here, to be pulled back from peers, to give a file that comes
+///   back the history it had, or to be recorded as deleted when the user says so
+///   (`syncd accept-deletions`). A path that gets a `file` row again leaves this table.
 enum IndexSchema {
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
@@ -133,6 +143,25 @@ enum IndexSchema {
         }
         m.registerMigration("v5-inode") { db in
             try db.execute(sql: "CREATE INDEX file_by_inode ON file(folder, inode)")
+        }
+        m.registerMigration("v6-unknown") { db in
+            try db.execute(sql: """
+                ALTER TABLE folder ADD COLUMN contents_unknown INTEGER NOT NULL DEFAULT 0;
+                CREATE TABLE missing_file (
+                    folder INTEGER NOT NULL REFERENCES folder(id) ON DELETE CASCADE,
+                    path TEXT NOT NULL,
+                    kind INTEGER NOT NULL,
+                    size INTEGER NOT NULL,
+                    mode INTEGER NOT NULL,
+                    mtime_ns INTEGER NOT NULL,
+                    ctime_ns INTEGER NOT NULL,
+                    inode INTEGER NOT NULL,
+                    symlink_target TEXT,
+                    version BLOB NOT NULL,
+                    chunks BLOB NOT NULL,
+                    PRIMARY KEY (folder, path)
+                ) STRICT;
+                """)
         }
         return m
     }

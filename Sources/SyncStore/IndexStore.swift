@@ -38,9 +38,14 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
     case folderPathTaken(String)
     case folderIDTaken(String)
     case noSuchFolder(String)
+    /// The index file is not a database, or fails SQLite's own check.
+    case damaged(String, String)
 
     public var description: String {
         switch self {
+        case .damaged(let path, let why):
+            return "the index \(path) is damaged (\(why)). Nothing was changed. To rebuild it from the folders on disk "
+                + "and from peers (nothing is deleted on peers; the damaged file is kept beside it), run: syncd daemon --rebuild-index"
         case .folderPathTaken(let p): return "\(p) is already a shared folder"
         case .folderIDTaken(let p): return "this secret's folder is already shared at \(p)"
         case .noSuchFolder(let p): return "\(p) is not a shared folder"
@@ -51,7 +56,7 @@ public enum StoreError: Error, Equatable, CustomStringConvertible {
 /// The one façade over the SQLite index (WAL, STRICT tables, frozen migrations).
 /// Every method is one transaction; methods are named for intent, not for tables.
 public struct IndexStore: Sendable {
-    private let writer: any DatabaseWriter
+    let writer: any DatabaseWriter
 
     /// Opens (creating if needed) the index at `path` in WAL mode and runs pending migrations.
     public init(path: String) throws {
@@ -68,9 +73,23 @@ public struct IndexStore: Sendable {
             // 16 MiB page cache: the chunk map's random keys otherwise thrash the 2 MiB default.
             try db.execute(sql: "PRAGMA cache_size = -16384")
         }
-        let pool = try DatabasePool(path: path, configuration: config)
-        if let last { try IndexSchema.migrator.migrate(pool, upTo: last) } else { try IndexSchema.migrator.migrate(pool) }
-        writer = pool
+        do {
+            // A damaged file is refused before anything is written to it: checked through a
+            // read-only connection, which never checkpoints the WAL into it.
+            if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > 0 {
+                var readOnly = Configuration()
+                readOnly.readonly = true
+                let check = try DatabaseQueue(path: path, configuration: readOnly).read {
+                    try String.fetchAll($0, sql: "PRAGMA quick_check")
+                }
+                guard check == ["ok"] else { throw StoreError.damaged(path, check.prefix(3).joined(separator: "; ")) }
+            }
+            let pool = try DatabasePool(path: path, configuration: config)
+            if let last { try IndexSchema.migrator.migrate(pool, upTo: last) } else { try IndexSchema.migrator.migrate(pool) }
+            writer = pool
+        } catch let error as DatabaseError where [.SQLITE_CORRUPT, .SQLITE_NOTADB].contains(error.resultCode) {
+            throw StoreError.damaged(path, error.message ?? "\(error.resultCode)")
+        }
     }
 
     /// A private in-memory index, for tests.
@@ -110,6 +129,7 @@ public struct IndexStore: Sendable {
             try db.execute(sql: "DELETE FROM chunk WHERE file IN (SELECT id FROM file WHERE folder = ?)", arguments: [id])
             try db.execute(sql: "DELETE FROM file WHERE folder = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM remote_manifest WHERE folder = ?", arguments: [id])
+            try db.execute(sql: "DELETE FROM missing_file WHERE folder = ?", arguments: [id])
             try db.execute(sql: "DELETE FROM folder WHERE id = ?", arguments: [id])
         }
     }
@@ -265,7 +285,7 @@ public struct IndexStore: Sendable {
     }
 
     /// One row per path: insert or replace every column, returning the row id.
-    private static let upsertFileSQL = """
+    static let upsertFileSQL = """
         INSERT INTO file (folder, path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (folder, path) DO UPDATE SET kind = excluded.kind, size = excluded.size, mode = excluded.mode,
@@ -277,7 +297,7 @@ public struct IndexStore: Sendable {
 
     /// Points the chunk map of file row `id` at `chunks` (offsets are running sums of sizes);
     /// `drop` clears the row's old entries first (nil for a row that has none).
-    private static func replaceChunkMap(of id: Int64, with chunks: [ChunkRef], drop: Statement?, add: Statement) throws {
+    static func replaceChunkMap(of id: Int64, with chunks: [ChunkRef], drop: Statement?, add: Statement) throws {
         try drop?.execute(arguments: [id])
         var offset: Int64 = 0
         for c in chunks {
@@ -297,13 +317,35 @@ public struct IndexStore: Sendable {
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
 
+            // (Tests write through indexes made as older versions left them, before v6-unknown.)
+            let setAside = try db.tableExists("missing_file")
+            let lookupMissing = try setAside ? db.cachedStatement(sql: "SELECT version, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM missing_file WHERE folder = ? AND path = ?") : nil
+            let dropMissing = try setAside ? db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?") : nil
+
             for change in changes {
                 let existing = try Row.fetchOne(lookup, arguments: [folder, change.path])
-                let oldVersion = existing.flatMap { VersionVector(encoded: [UInt8]($0[1] as Data)) } ?? VersionVector()
+                var oldVersion = existing.flatMap { VersionVector(encoded: [UInt8]($0[1] as Data)) } ?? VersionVector()
                 let wasDeleted: Bool = existing?[2] ?? true
                 let metadata: FileMetadata
                 let chunks: [ChunkRef]
                 let deleted: Bool
+                if existing == nil, case .present(_, let m, let c) = change, let lookupMissing, let dropMissing,
+                   let missing = try Row.fetchOne(lookupMissing, arguments: [folder, change.path]) {
+                    // A path set aside while the folder's contents were unknown is back on disk: it
+                    // continues the history it had, and the same content is no new version.
+                    try dropMissing.execute(arguments: [folder, change.path])
+                    let version = VersionVector(encoded: [UInt8](missing[0] as Data)) ?? VersionVector()
+                    if Self.metadata(missing, from: 1).sameContent(as: m), ChunkListCodec.decode([UInt8](missing[8] as Data)) == c {
+                        sequence += 1
+                        let id = try Int64.fetchOne(upsert, arguments: [
+                            folder, change.path, Int64(m.kind.rawValue), m.size, Int64(m.mode), m.mtimeNs, m.ctimeNs,
+                            Int64(bitPattern: m.inode), m.symlinkTarget, false, Data(version.encoded), sequence,
+                            Data(ChunkListCodec.encode(c))])!
+                        try Self.replaceChunkMap(of: id, with: c, drop: nil, add: addChunk)
+                        continue
+                    }
+                    oldVersion = version
+                }
                 switch change {
                 case .present(_, let m, let c):
                     // Metadata-only noise (same content, same bits) is not a new version.
@@ -341,7 +383,9 @@ public struct IndexStore: Sendable {
             let upsert = try db.cachedStatement(sql: Self.upsertFileSQL)
             let dropChunks = try db.cachedStatement(sql: "DELETE FROM chunk WHERE file = ?")
             let addChunk = try db.cachedStatement(sql: "INSERT OR IGNORE INTO chunk (id, file, offset) VALUES (?, ?, ?)")
+            let dropMissing = try db.tableExists("missing_file") ? db.cachedStatement(sql: "DELETE FROM missing_file WHERE folder = ? AND path = ?") : nil
             for (entry, m) in applied {
+                try dropMissing?.execute(arguments: [folder, entry.path])   // pulled back (or settled) from a peer
                 sequence += 1
                 let chunks = entry.deleted ? [] : entry.chunks
                 let id = try Int64.fetchOne(upsert, arguments: [
@@ -520,16 +564,16 @@ public struct IndexStore: Sendable {
 
     // MARK: row mapping
 
-    private static let entryColumns = "path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks"
+    static let entryColumns = "path, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, deleted, version, sequence, chunks"
 
-    private static func entry(_ r: Row) -> FileEntry {
+    static func entry(_ r: Row) -> FileEntry {
         FileEntry(path: r[0], metadata: metadata(r, from: 1), deleted: r[8],
                   version: VersionVector(encoded: [UInt8](r[9] as Data)) ?? VersionVector(),
                   sequence: r[10], chunks: ChunkListCodec.decode([UInt8](r[11] as Data)) ?? [])
     }
 
     /// Reads kind, size, mode, mtime, ctime, inode, symlink target starting at column `i`.
-    private static func metadata(_ r: Row, from i: Int) -> FileMetadata {
+    static func metadata(_ r: Row, from i: Int) -> FileMetadata {
         FileMetadata(kind: FileKind(rawValue: UInt8(r[i] as Int64)) ?? .file, size: r[i + 1],
                      mode: UInt32(truncatingIfNeeded: r[i + 2] as Int64), mtimeNs: r[i + 3], ctimeNs: r[i + 4],
                      inode: UInt64(bitPattern: r[i + 5] as Int64), symlinkTarget: r[i + 6])

@@ -41,6 +41,9 @@ struct DaemonCommand: ParsableCommand {
     @Option(help: "Seconds of silence after which a peer session is closed and redialled (more than --keepalive-interval).")
     var keepaliveTimeout: Double = DaemonConfiguration.defaultKeepalive.timeout.inSeconds
 
+    @Flag(help: "Move a damaged index aside (index.db.damaged-TIME) and rebuild it from the folders on disk and from peers; nothing is deleted on peers.")
+    var rebuildIndex = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -77,7 +80,7 @@ struct DaemonCommand: ParsableCommand {
         config.keepalive = .init(interval: .seconds(keepaliveInterval), timeout: .seconds(keepaliveTimeout))
         let logger = Logger(label: "syncd")
         do {
-            let daemon = try Daemon(configuration: config, logger: logger)
+            let daemon = try Daemon(configuration: config, logger: logger, rebuildIndex: rebuildIndex)
             try daemon.run()
         } catch {
             logger.critical("\(error)")

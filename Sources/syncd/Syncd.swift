@@ -8,7 +8,7 @@ struct Syncd: ParsableCommand {
         commandName: "syncd",
         abstract: "Peer-to-peer folder synchronization: one secret, every node the same folder.",
         version: SyncdVersion.string,
-        subcommands: [DaemonCommand.self, AddCommand.self, RemoveCommand.self, StatusCommand.self, PeersCommand.self, WaitCommand.self,
+        subcommands: [DaemonCommand.self, AddCommand.self, RemoveCommand.self, AcceptDeletionsCommand.self, StatusCommand.self, PeersCommand.self, WaitCommand.self,
                       SecretCommand.self, IDCommand.self])
 }
 
