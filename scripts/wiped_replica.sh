@@ -47,7 +47,7 @@ after=$(tree_digest "$dir_a"); n_after=$(echo "$after" | grep -c '^[FL] ' || tru
 lost=$(comm -23 <(echo "$before") <(echo "$after") | wc -l)
 n_b=$(tree_digest "$dir_b" | grep -c '^[FL] ' || true)
 refilled=no; [ "$n_b" -eq "$n_before" ] && [ "$(tree_digest "$dir_b")" = "$before" ] && refilled=yes
-trash_a=$(find "$dir_a/.syncd/trash" -type f 2>/dev/null | wc -l)
+trash_a=$( (find "$dir_a/.syncd/trash" -type f 2>/dev/null || true) | wc -l)
 
 echo "wait A exit $wait_a, wait B exit $wait_b; B: $(ctl b status --json 2>/dev/null | python3 -c 'import json,sys; f=json.load(sys.stdin)["folders"][0]; print("state", f["state"], "error", f.get("error"))')"
 echo "files on A before $n_before, after $n_after (entries lost or changed: $lost, in A's trash: $trash_a); B refilled: $refilled ($n_b files)"

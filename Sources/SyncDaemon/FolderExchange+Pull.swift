@@ -54,7 +54,7 @@ extension FolderExchange {
             }
         }
         guard !wanted.isEmpty else { return {} }
-        let stop = Flag(), window = RequestWindow(limit: Self.prefetchWindow), order = wanted
+        let stop = Flag(), window = Slots(Self.prefetchWindow), order = wanted
         DispatchQueue.global().async { [self] in
             for (chunk, p) in order {
                 // A peer that stopped answering: the stagers ask again, and other peers.

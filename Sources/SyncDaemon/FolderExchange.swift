@@ -101,32 +101,6 @@ final class FolderExchange: @unchecked Sendable {
         }
     }
 
-    /// At most `limit` requests in flight (the prefetch window); `acquire` waits for a free slot.
-    final class RequestWindow: @unchecked Sendable {
-        private let condition = NSCondition()
-        private var free: Int
-
-        init(limit: Int) { free = limit }
-
-        /// False when no slot came free within `timeout` seconds.
-        func acquire(timeout: TimeInterval) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            condition.lock()
-            defer { condition.unlock() }
-            while free == 0 {
-                if !condition.wait(until: deadline) && free == 0 { return false }
-            }
-            free -= 1
-            return true
-        }
-
-        func release() {
-            condition.lock()
-            free += 1
-            condition.signal()
-            condition.unlock()
-        }
-    }
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0

@@ -312,21 +312,21 @@ final class FolderService: @unchecked Sendable {
 final class BatchWriter: @unchecked Sendable {
     let queue: DispatchQueue
     private let write: ([LocalChange]) throws -> Void
-    private let slots: DispatchSemaphore
+    private let slots: Slots
     let lock = Lock()
     private var failure: Error?
 
     init(queue: DispatchQueue, depth: Int = 2, write: @escaping ([LocalChange]) throws -> Void) {
         self.queue = queue
         self.write = write
-        self.slots = DispatchSemaphore(value: depth)
+        self.slots = Slots(depth)
     }
 
     func submit(_ batch: [LocalChange]) throws {
         if let f = lock.withLock({ failure }) { throw f }
-        slots.wait()
+        _ = slots.acquire()
         queue.async { [self] in
-            defer { slots.signal() }
+            defer { slots.release() }
             guard lock.withLock({ failure }) == nil else { return }
             do { try write(batch) } catch { lock.withLock { failure = error } }
         }

@@ -74,3 +74,32 @@ public final class WaitCondition: @unchecked Sendable {
         return true
     }
 }
+
+/// At most `count` holders at once (a window of requests, batches in flight); `acquire` waits for
+/// a free slot. A condition variable rather than a `DispatchSemaphore`: libdispatch traps when a
+/// semaphore is freed with fewer slots than it started with, which a holder abandoned by a
+/// failed pull made happen (SIGILL in `_dispatch_semaphore_dispose`).
+public final class Slots: @unchecked Sendable {
+    private let condition = WaitCondition()
+    private var free: Int
+
+    public init(_ count: Int) { free = count }
+
+    /// False when no slot came free within `timeout` seconds.
+    public func acquire(timeout: Double = .infinity) -> Bool {
+        while true {
+            let got: Bool = condition.withLock {
+                guard free > 0 else { return false }
+                free -= 1
+                return true
+            }
+            if got { return true }
+            guard condition.wait(timeout: min(timeout, 3600), until: { free > 0 }) else { return false }
+        }
+    }
+
+    public func release() {
+        condition.withLock { free += 1 }
+        condition.broadcast()
+    }
+}
