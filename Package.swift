@@ -74,6 +74,7 @@ let package = Package(
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         .testTarget(name: "IntegrationTests",
                     dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore",
-                                   .product(name: "Crypto", package: "swift-crypto")]),
+                                   .product(name: "Crypto", package: "swift-crypto"),
+                                   .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -286,7 +286,9 @@ extension FolderExchange {
     /// Waits for the answer to a request: the chunk's plaintext if it arrived, opens (storage
     /// peers send sealed chunks) and matches its keyed id; nil if it timed out, was refused or is wrong.
     func receive(_ p: PendingRequest, from source: PeerLink, _ chunk: ChunkRef) -> [UInt8]? {
-        guard let ids, p.wait(requestTimeout(for: source.device.short)), let data = p.bytes else { return nil }
+        guard let ids else { return nil }
+        guard p.wait(requestTimeout(for: source.device.short)) else { stall(source.device.short); return nil }
+        guard let data = p.bytes else { return nil }
         guard let plain = opened(data, from: source, ids: ids), plain.count == Int(chunk.size), ids.chunkID(plain) == chunk.id else { return nil }
         return plain
     }
@@ -294,8 +296,13 @@ extension FolderExchange {
     /// Peers to fetch from: `link` first, then every other connected peer that can serve plaintext
     /// or (storage) sealed chunks we can open.
     func sources(preferring link: PeerLink) -> [PeerLink] {
-        let others = lock.withLock { links.values.filter { $0 !== link && $0.access != nil } }
-        return [link] + others.sorted { $0.device.short < $1.device.short }
+        let now = DispatchTime.now()
+        let (others, quiet) = lock.withLock { () -> ([PeerLink], Set<ShortDeviceID>) in
+            (links.values.filter { $0 !== link && $0.access != nil }, Set(stalled.filter { $0.value > now }.keys))
+        }
+        let all = [link] + others.sorted { $0.device.short < $1.device.short }
+        let live = all.filter { !quiet.contains($0.device.short) }
+        return live.isEmpty ? all : live
     }
 
     /// Plaintext of what a peer sent: storage peers send sealed chunks (signature checked, then
@@ -335,7 +342,9 @@ extension FolderExchange {
     func complete(_ id: UInt32, _ bytes: [UInt8]?) {
         guard let p = lock.withLock({ () -> PendingRequest? in
             counters.bytesIn += Int64(bytes?.count ?? 0)
-            return pending.removeValue(forKey: id)
+            let p = pending.removeValue(forKey: id)
+            if let p { stalled[p.peer] = nil }   // it answers again
+            return p
         }) else { return }
         p.complete(bytes)
     }

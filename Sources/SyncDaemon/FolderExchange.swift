@@ -55,6 +55,9 @@ final class FolderExchange: @unchecked Sendable {
         var digestDifferSince: Date?
         /// The sequence the peer announced last (hello, digest, manifests): what it holds of its own index.
         var announced: UInt64 = 0
+        /// We asked this peer to resend its whole index (anti-entropy): its manifests below our
+        /// applied floor are expected on this session, applied, and not taken for replays.
+        var resending = false
         /// Origins a change of which failed to apply on this session: nothing of theirs is
         /// acknowledged any more until the session is redialled.
         var failedOrigins: Set<UInt64> = []
@@ -167,6 +170,9 @@ final class FolderExchange: @unchecked Sendable {
     var inFlight: Set<[UInt64]> = []
     var links: [ShortDeviceID: PeerLink] = [:]
     var pending: [UInt32: PendingRequest] = [:]
+    /// Peers that let a request time out: left out of the pull's sources until then.
+    var stalled: [ShortDeviceID: DispatchTime] = [:]
+    static let stallPause = 10.0
     var nextRequest: UInt32 = 0
     var counters = Counters()
     /// Our latest digest (recomputed when the sequence moves), peers due a full index resend at
@@ -227,7 +233,7 @@ final class FolderExchange: @unchecked Sendable {
 
     /// A session for this folder is up: remember it and say hello.
     func attach(_ link: PeerLink) {
-        lock.withLock { links[link.device.short] = link }
+        lock.withLock { links[link.device.short] = link; stalled[link.device.short] = nil }
         let access: SessionMessage.AccessByte = switch keys.access {
         case .readWrite: .readWrite
         case .readOnly: .readOnly
@@ -250,6 +256,20 @@ final class FolderExchange: @unchecked Sendable {
         for p in orphaned { p.complete(nil) }
     }
 
+    /// A request to `peer` timed out while another peer could serve: fail its other requests now
+    /// (their stagers ask the others at once, instead of one timeout per chunk in turn) and leave
+    /// it out of the pull's sources for `stallPause` seconds, or until it answers anything.
+    func stall(_ peer: ShortDeviceID) {
+        let orphaned: [PendingRequest] = lock.withLock {
+            guard links.values.contains(where: { $0.device.short != peer && $0.access != nil }) else { return [] }
+            stalled[peer] = .now() + Self.stallPause
+            let gone = pending.filter { $0.value.peer == peer }
+            for id in gone.keys { pending[id] = nil }
+            return Array(gone.values)
+        }
+        for p in orphaned { p.complete(nil) }
+    }
+
     func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
 
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
@@ -257,7 +277,9 @@ final class FolderExchange: @unchecked Sendable {
         case .hello(let hello):
             let resendAll = lock.withLock {
                 link.access = hello.access; link.indexID = hello.indexID; link.announced = hello.sequence
-                return fullResync.remove(link.device.short) != nil
+                let all = fullResync.remove(link.device.short) != nil
+                link.resending = all
+                return all
             }
             // Tell the peer how far we hold its index, so it sends only what is newer (all of it
             // after the anti-entropy digests disagreed).
@@ -420,13 +442,16 @@ final class FolderExchange: @unchecked Sendable {
         do { try manifest.verify(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
         let header = manifest.header
         let key = [header.origin, header.indexID, header.lastSequence]
+        var resent = false
         let verdict: Outcome? = lock.withLock {
             let floor = loadGuard()
             if floor.admit(header) == .duplicate && link.access == .storage && header.origin != link.device.short {
                 // A storage peer relaying what we already got from the writer itself: not an attack.
                 return .reply([])
             }
-            if floor.admit(header) != .accept || inFlight.contains(key) {
+            if floor.admit(header) == .duplicate && link.resending && header.origin == link.device.short && !inFlight.contains(key) {
+                resent = true   // the full resend we asked for: applied again, the floor stays where it is
+            } else if floor.admit(header) != .accept || inFlight.contains(key) {
                 let held = floor.seen[header.origin]?.lastSequence ?? 0
                 return .refuse("refused manifest: replayed or older than what we hold (origin \(String(header.origin, radix: 16)) "
                     + "sequence \(header.lastSequence) ≤ \(held))")
@@ -436,6 +461,7 @@ final class FolderExchange: @unchecked Sendable {
             return nil
         }
         if let verdict { return verdict }
+        let isResend = resent
         guard keys.manifestKey != nil else {
             // Storage: keeping it is applying it.
             do { try recordApplied(header, bytes) } catch { return .refuse("cannot store manifest: \(error)") }
@@ -455,7 +481,7 @@ final class FolderExchange: @unchecked Sendable {
             let blocked = lock.withLock { link.failedOrigins.contains(header.origin) }
             let ok = apply(entries, origin: header.origin, from: link)
             lock.withLock { _ = inFlight.remove(key) }
-            if ok && !blocked, (try? recordApplied(header, bytes)) != nil {
+            if ok && !blocked, isResend || (try? recordApplied(header, bytes)) != nil {
                 link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
                 if keys.manifestKey != nil { lock.withLock { retryAttempts[header.origin] = nil } }
                 return

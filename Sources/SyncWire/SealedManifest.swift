@@ -296,7 +296,9 @@ public struct ManifestGuard: Sendable {
         return header.lastSequence <= p.lastSequence ? .duplicate : .accept
     }
 
+    /// Raises the origin's floor to `header.lastSequence` (a new index id starts over); never lowers it.
     public mutating func record(_ header: SealedManifest.Header) {
+        if let p = seen[header.origin], p.indexID == header.indexID, p.lastSequence >= header.lastSequence { return }
         seen[header.origin] = Progress(indexID: header.indexID, lastSequence: header.lastSequence)
     }
 

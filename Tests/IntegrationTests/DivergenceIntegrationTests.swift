@@ -73,3 +73,32 @@ extension DivergenceIntegrationTests {
         XCTAssertEqual(files.count, 400, "B's wait returned with \(files.count) of 400 files")
     }
 }
+
+import GRDB
+
+extension DivergenceIntegrationTests {
+    /// Anti-entropy: B loses a file and its index row while stopped (a damaged disk, an old
+    /// backup restored), so B's applied floor says it holds A's whole index but it lacks one path.
+    /// Sequences agree, so nothing would ever be resent; the digests differ, so both resend their
+    /// index in full and B gets the file back — and `wait` does not pass until it has.
+    func test_indexesThatDifferBehindEqualSequences_areRepairedByTheDigests() throws {
+        let (d, _) = try cluster(2, name: "digest")
+        let a = d[0].root + "/data", b = d[1].root + "/data"
+        for i in 0..<5 { try Data("file \(i)".utf8).write(to: URL(fileURLWithPath: a + "/f\(i).txt")) }
+        try waitInSync(d[0])
+        try waitInSync(d[1])
+        d[1].stopDaemon()
+        try FileManager.default.removeItem(atPath: b + "/f3.txt")
+        let db = try DatabaseQueue(path: d[1].home + "/index.db")
+        try db.write { try $0.execute(sql: "DELETE FROM file WHERE path = 'f3.txt'") }
+        try db.close()
+        let seed = try XCTUnwrap(d[0].status().listen)
+        try d[1].startDaemon(extra: ["--join", seed])
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !FileManager.default.fileExists(atPath: b + "/f3.txt") { usleep(50_000) }
+        XCTAssertEqual(try? String(contentsOfFile: b + "/f3.txt", encoding: .utf8), "file 3",
+                       "the digests did not repair B: \(d[1].daemonLog.suffix(3000))")
+        try waitInSync(d[0])
+        XCTAssertEqual(tree(b), tree(a))
+    }
+}
