@@ -22,6 +22,25 @@ extension FolderExchange {
         case conflictLink(FileEntry, name: String)
     }
 
+    /// The receiver's mass-deletion guard (`GlobalState.isMassDeletion`): a batch that would delete
+    /// most of our live files, from a peer that holds fewer than the rest, is held — a peer whose
+    /// disk vanished must not empty every replica — until the user runs `syncd accept-deletions`
+    /// here. Returns the reason when held. Deletions within a batch count from the 50 % of the
+    /// folder; the peer's live count comes from its digest, and a peer that sent none counts as 0.
+    func massDeletionHeld(_ steps: [Step], locals: [String: FileEntry], origin: ShortDeviceID, link: PeerLink) -> String? {
+        let deleting = steps.reduce(0) { n, step in
+            if case .delete(let e) = step, let local = locals[e.path], !local.deleted, local.kind != .directory { n + 1 } else { n }
+        }
+        let configuration = GlobalState.Configuration()
+        guard deleting >= configuration.massDeletionMinimum, let service, !service.deletionsAccepted,
+              let stats = try? store.stats(folder: record.id) else { return nil }
+        let live = stats.files + stats.symlinks
+        let remoteLive = lock.withLock { link.device.short == origin ? link.theirDigest.map { Int($0.liveCount) } : nil } ?? 0
+        guard GlobalState.isMassDeletion(wouldDelete: deleting, liveLocal: live, remoteLive: remoteLive, configuration) else { return nil }
+        return "held: \(link.device.short.hex) would delete \(deleting) of the \(live) files here (it holds \(remoteLive)); "
+            + "if that is intended, run: syncd accept-deletions \(record.path)"
+    }
+
     /// In `conflictsLocal`: our losing version goes to the trash instead of beside the winner.
     static let toTrash = "\u{0}trash"
 
@@ -120,6 +139,11 @@ extension FolderExchange {
                 case .refused(let problem):
                     logger.warning("refused \(remote.path.debugDescription) from \(String(origin, radix: 16)): \(problem)")
                 }
+            }
+            if let held = massDeletionHeld(steps, locals: locals, origin: origin, link: link) {
+                logger.warning("\(held)")
+                lock.withLock { counters.batchError = held }
+                return false
             }
             waitForAnnouncedPeers(before: steps)
             renames = Self.renames(in: steps, locals: locals)   // read by stage() and place(), cleared on return

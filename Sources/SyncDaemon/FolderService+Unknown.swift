@@ -161,3 +161,9 @@ extension FolderExchange {
         }
     }
 }
+
+extension FolderService {
+    /// Whether the user confirmed deletions here (`syncd accept-deletions`) in the last minutes:
+    /// scans may record mass deletions and the receiver's mass-deletion guard lets them through.
+    var deletionsAccepted: Bool { lock.withLock { DispatchTime.now().uptimeNanoseconds < deletionsAcceptedUntil } }
+}

@@ -185,12 +185,19 @@ public struct GlobalState: Sendable {
             count += 1
             deleting.formUnion(r.providers)
         }
-        let percent = configuration.massDeletionPercent
-        guard count >= configuration.massDeletionMinimum, count * 100 > live * percent else { return nil }
         let remoteLive = deleting.map { peerLive[$0] ?? 0 }.max() ?? 0
-        guard remoteLive * 100 < live * (100 - percent) else { return nil }
+        guard Self.isMassDeletion(wouldDelete: count, liveLocal: live, remoteLive: remoteLive, configuration) else { return nil }
         return MassDeletion(wouldDelete: count, liveLocalEntries: live, deletingPeers: deleting.sorted(),
                             remoteLiveEntries: remoteLive)
+    }
+
+    /// The guard's rule on counts alone (for a receiver that sees one batch at a time): at least
+    /// `massDeletionMinimum` deletions of live local entries, more than `massDeletionPercent` % of
+    /// them, and a deleting peer that holds fewer live entries than the rest of ours.
+    public static func isMassDeletion(wouldDelete: Int, liveLocal: Int, remoteLive: Int, _ configuration: Configuration) -> Bool {
+        let percent = configuration.massDeletionPercent
+        return wouldDelete >= configuration.massDeletionMinimum && wouldDelete * 100 > liveLocal * percent
+            && remoteLive * 100 < liveLocal * (100 - percent)
     }
 
     // MARK: one path

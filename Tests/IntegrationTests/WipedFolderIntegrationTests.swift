@@ -97,6 +97,13 @@ final class WipedFolderIntegrationTests: XCTestCase, ClusterTesting {
         XCTAssertTrue(accepted.stdout.contains("20"), accepted.stdout)
         XCTAssertTrue(eventually(10) { state(d[1]) == "idle" }, state(d[1]))
         try d[0].startDaemon(extra: ["--join", bListen])
+        // A receives most of its files' deletions from a peer that holds few: its own guard holds
+        // them until A's user confirms too.
+        XCTAssertTrue(eventually(20) { ((try? d[0].cli(["status", "--json"]).stdout) ?? "").contains("would delete 20") },
+                      "A holds the mass deletion: \(d[0].daemonLog.suffix(2000))")
+        XCTAssertEqual(tree(a).count, 26, "nothing deleted on A before its user confirms")
+        XCTAssertNotEqual(try d[0].cli(["wait", a, "--timeout", "1"]).status, 0, "not in sync while held")
+        XCTAssertEqual(try d[0].cli(["accept-deletions", a]).status, 0)
         XCTAssertTrue(eventually(20) { tree(a).count == 6 }, "A deleted the 20 files: \(tree(a).keys.sorted())\n\(d[0].daemonLog.suffix(2000))")
         XCTAssertEqual(tree(a), tree(b))
         let trash = try fm.subpathsOfDirectory(atPath: a + "/.syncd/trash")
