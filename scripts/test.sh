@@ -4,4 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 swift build                      # the integration tests run the real syncd binary
+# Three replicas in network namespaces, one cut off while both sides edit: converged soon after
+# the heal, every edit kept, one copy per conflict (Docs/Testing.md). Needs root (namespaces,
+# iptables), as CI has; the other scenarios are longer and run by hand (scripts/scenarios.sh).
+if [ "$(id -u)" -eq 0 ]; then
+    SYNCD_BIN="$(swift build --show-bin-path)/syncd" PARTITION=9 bash scripts/partition_test.sh
+fi
 swift test 2>&1 | tee /tmp/syncd-test.log
