@@ -212,6 +212,10 @@ extension FolderExchange {
             guard let data = bytes, data.count == Int(chunk.size), ids.chunkID(data) == chunk.id else {
                 throw PullError(description: "chunk \(chunk.id) failed verification")
             }
+            if noteIfZero(data, chunk) {
+                offset += Int64(data.count)   // a hole, like the zero chunks never fetched
+                continue
+            }
             do { try data.withUnsafeBytes { try file.write($0, at: offset) } } catch let e as FileSystemError {
                 throw e.errno == ENOSPC || e.errno == EDQUOT ? PullError(description: "disk full") : e
             }
@@ -235,14 +239,24 @@ extension FolderExchange {
         return temp
     }
 
-    /// Whether `chunk` is all zeros (its keyed id is that of `size` zero bytes): a hole.
+    /// Whether `chunk` is known to be all zeros without fetching it: its keyed id is that of a
+    /// run of zeros of its size. FastCDC cuts a run of zeros into chunks of its maximum size, so
+    /// that one size is hashed (once); the id of another size is checked only once a verified
+    /// chunk of that size turned out all zeros (`noteIfZero`) — hashing zeros for every size
+    /// would double the receiver's hashing.
     func isZeroChunk(_ chunk: ChunkRef, _ ids: ChunkHasher) -> Bool {
-        let id = lock.withLock { zeroChunkIDs[chunk.size] } ?? {
-            let id = ids.chunkID([UInt8](repeating: 0, count: Int(chunk.size)))
-            lock.withLock { zeroChunkIDs[chunk.size] = id }
-            return id
-        }()
+        if let id = lock.withLock({ zeroChunkIDs[chunk.size] }) { return id == chunk.id }
+        guard Int(chunk.size) == FastCDC.Parameters.default.maxSize else { return false }
+        let id = ids.chunkID([UInt8](repeating: 0, count: Int(chunk.size)))
+        lock.withLock { zeroChunkIDs[chunk.size] = id }
         return id == chunk.id
+    }
+
+    /// Whether verified chunk bytes are all zeros (written as a hole); remembers the id.
+    func noteIfZero(_ data: [UInt8], _ chunk: ChunkRef) -> Bool {
+        guard data.withUnsafeBytes({ raw in raw.allSatisfy { $0 == 0 } }) else { return false }
+        lock.withLock { zeroChunkIDs[chunk.size] = chunk.id }
+        return true
     }
 
     /// The entries with their full chunk lists: pieces this folder holds are read from the index,
