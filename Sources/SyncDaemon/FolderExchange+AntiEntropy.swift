@@ -16,7 +16,7 @@ extension FolderExchange {
     /// How long digests may differ between caught-up peers before a full resync (seconds).
     static let repairAfter = 2.0
     /// At most one full resync with the same peer this often (seconds).
-    static let repairBackoff = 60.0
+    static let repairBackoff = 10.0
 
     /// Our digest, recomputed only when the folder's sequence moved.
     func currentDigest() -> SessionMessage.Digest? {

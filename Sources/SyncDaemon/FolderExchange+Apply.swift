@@ -28,16 +28,32 @@ extension FolderExchange {
     /// here. Returns the reason when held. Deletions within a batch count from the 50 % of the
     /// folder; the peer's live count comes from its digest, and a peer that sent none counts as 0.
     func massDeletionHeld(_ steps: [Step], locals: [String: FileEntry], origin: ShortDeviceID, link: PeerLink) -> String? {
-        let deleting = steps.reduce(0) { n, step in
-            if case .delete(let e) = step, let local = locals[e.path], !local.deleted, local.kind != .directory { n + 1 } else { n }
+        var deleting = 0, creating = 0
+        for step in steps {
+            switch step {
+            case .delete(let e): if let local = locals[e.path], !local.deleted { deleting += 1 }
+            case .file(let e, _), .directory(let e), .symlink(let e): if locals[e.path].map({ $0.deleted }) ?? true { creating += 1 }
+            default: break
+            }
         }
         let configuration = GlobalState.Configuration()
-        guard deleting >= configuration.massDeletionMinimum, let service, !service.deletionsAccepted,
-              let stats = try? store.stats(folder: record.id) else { return nil }
-        let live = stats.files + stats.symlinks
-        let remoteLive = lock.withLock { link.device.short == origin ? link.theirDigest.map { Int($0.liveCount) } : nil } ?? 0
-        guard GlobalState.isMassDeletion(wouldDelete: deleting, liveLocal: live, remoteLive: remoteLive, configuration) else { return nil }
-        return "held: \(link.device.short.hex) would delete \(deleting) of the \(live) files here (it holds \(remoteLive)); "
+        // A session's batches count together (a manifest holds at most 1,000 entries), counted
+        // against what we held before them; the peer's live count is its last digest less what it
+        // has deleted (net of what it created) since — digests are sent only once it is still.
+        let (before, net, digestLive) = lock.withLock { (link.deleted, link.netDeleted, link.theirDigest.map { Int($0.liveCount) }) }
+        let total = before + deleting
+        guard deleting > 0, total >= configuration.massDeletionMinimum, let service, !service.deletionsAccepted,
+              let stats = try? store.stats(folder: record.id) else {
+            lock.withLock { link.deleted += deleting; link.netDeleted += deleting - creating }
+            return nil
+        }
+        let live = stats.files + stats.symlinks + stats.directories + before
+        let remoteLive = link.device.short == origin ? max(0, (digestLive ?? 0) - net - (deleting - creating)) : 0
+        guard GlobalState.isMassDeletion(wouldDelete: total, liveLocal: live, remoteLive: remoteLive, configuration) else {
+            lock.withLock { link.deleted += deleting; link.netDeleted += deleting - creating }
+            return nil
+        }
+        return "held: \(link.device.short.hex) would delete \(total) of the \(live) files and directories here (it holds about \(remoteLive)); "
             + "if that is intended, run: syncd accept-deletions \(record.path)"
     }
 
@@ -273,6 +289,11 @@ extension FolderExchange {
                 attempt(e.path) { try renameWithoutReplacing(try makeLink(e), to: name) }
             case .symlink(let e):
                 attempt(e.path) {
+                    // As for files: an unscanned edit, or our losing version, is kept first.
+                    let unindexed = try keepUnindexedEdit(e.path)
+                    if !unindexed, let name = conflictsLocal[e.path], try folder.metadata(e.path) != nil {
+                        if name == Self.toTrash { try moveToTrash(e.path, trash) } else { try renameWithoutReplacing(e.path, to: name) }
+                    }
                     let link = try makeLink(e)
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
                     try folder.rename(link, to: e.path, replacing: true)

@@ -135,7 +135,7 @@ extension FolderExchange {
     /// Whether `link` answers right away that it does not have `chunk` (rather than not answering).
     func refuses(_ chunk: ChunkRef, _ link: PeerLink) -> Bool {
         let p = request(chunk, from: link)
-        return p.wait(requestTimeout(for: link.device.short)) && p.bytes == nil
+        return p.wait(requestTimeout(for: link.device.short)) && p.refusedByPeer
     }
 
     /// A rename staged without copying: a hard link to the local file, if that file is still
@@ -353,14 +353,14 @@ extension FolderExchange {
         link.send(.request(id: id, chunk: chunk.id, size: chunk.size))
     }
 
-    func complete(_ id: UInt32, _ bytes: [UInt8]?) {
+    func complete(_ id: UInt32, _ bytes: [UInt8]?, refusedByPeer: Bool = false) {
         guard let p = lock.withLock({ () -> PendingRequest? in
             counters.bytesIn += Int64(bytes?.count ?? 0)
             let p = pending.removeValue(forKey: id)
             if let p { stalled[p.peer] = nil }   // it answers again
             return p
         }) else { return }
-        p.complete(bytes)
+        p.complete(bytes, refusedByPeer: refusedByPeer)
     }
 }
 

@@ -58,6 +58,10 @@ final class FolderExchange: @unchecked Sendable {
         /// We asked this peer to resend its whole index (anti-entropy): its manifests below our
         /// applied floor are expected on this session, applied, and not taken for replays.
         var resending = false
+        /// Deletions minus creations of live paths applied from this peer on this session, and the
+        /// deletions alone: the receiver's mass-deletion guard counts a session's batches together.
+        var netDeleted = 0
+        var deleted = 0
         /// Origins a change of which failed to apply on this session: nothing of theirs is
         /// acknowledged any more until the session is redialled.
         var failedOrigins: Set<UInt64> = []
@@ -77,15 +81,22 @@ final class FolderExchange: @unchecked Sendable {
         /// Called once the answer (or a refusal) is in, on the answering thread.
         var onDone: (@Sendable () -> Void)?
 
+        private var refused = false
+
         /// The chunk's bytes once answered; nil before, or when refused.
         var bytes: [UInt8]? { condition.lock(); defer { condition.unlock() }; return answer }
 
+        /// Whether the peer itself answered that it does not have the chunk (request-failed) —
+        /// not a session that ended or a peer left out for stalling, which also answer nil.
+        var refusedByPeer: Bool { condition.lock(); defer { condition.unlock() }; return refused }
+
         /// Records the answer (the first one counts) and wakes every waiter.
-        func complete(_ bytes: [UInt8]?) {
+        func complete(_ bytes: [UInt8]?, refusedByPeer: Bool = false) {
             condition.lock()
             guard !answered else { condition.unlock(); return }
             answered = true
             answer = bytes
+            refused = bytes == nil && refusedByPeer
             let done = onDone
             condition.broadcast()
             condition.unlock()
@@ -325,7 +336,7 @@ final class FolderExchange: @unchecked Sendable {
             complete(id, bytes)
             return .reply([])
         case .requestFailed(let id, _):
-            complete(id, nil)
+            complete(id, nil, refusedByPeer: true)
             return .reply([])
         }
     }
