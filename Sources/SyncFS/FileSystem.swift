@@ -50,6 +50,9 @@ extension WritableFileSystem {
     /// Removes `path` and, if it is a directory, everything under it — symlinks inside are
     /// removed, never followed.
     public func removeTree(_ path: String) throws {
+        guard !path.isEmpty else {   // never the folder itself
+            throw FileSystemError(path: path, operation: "remove", errno: 22 /* EINVAL */, message: "refusing to remove the folder root")
+        }
         guard let m = try metadata(path) else { return }
         if m.kind == .directory {
             for name in try list(path) { try removeTree(RelativePath.join(path, name)) }

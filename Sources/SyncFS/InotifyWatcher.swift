@@ -206,10 +206,14 @@ public final class InotifyWatcher: @unchecked Sendable {
             let rc = poll(&fds, 2, timeout)
             if rc < 0 && errno != EINTR { logger.error("inotify poll failed: \(String(cString: strerror(errno)))"); return }
             var flushing = false
+            var asked: UInt64 = 0
             if fds[1].revents != 0 {
                 var bytes = [UInt8](repeating: 0, count: 64)
                 let n = read(stopPipe[0], &bytes, bytes.count)
                 if n <= 0 || bytes[..<n].contains(1) { return }
+                // Tickets asked so far, read before the queue is drained: a flush asked after this
+                // point waits for the next round, so its writes are read too.
+                asked = flushCondition.withLock { flushAsked }
                 flushing = true
             }
             if flushing || (rc > 0 && fds[0].revents != 0) {
@@ -221,7 +225,6 @@ public final class InotifyWatcher: @unchecked Sendable {
                 finishMoves()
             }
             if flushing {
-                let asked = flushCondition.withLock { flushAsked }
                 for path in settling.keys { ready.paths.insert(path) }
                 settling.removeAll()
                 if !ready.isEmpty {

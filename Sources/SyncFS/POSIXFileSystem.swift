@@ -70,9 +70,15 @@ public struct POSIXFileSystem: WritableFileSystem {
     public func openForReading(_ path: String) throws -> any FileReader {
         let parent = try resolve(path, creatingParents: false)
         defer { parent.close() }
-        var fd = parent.open(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | Self.noatime)
-        if fd < 0 && errno == EPERM { fd = parent.open(O_RDONLY | O_NOFOLLOW | O_CLOEXEC) }  // O_NOATIME needs ownership
+        // O_NONBLOCK: a file swapped for a FIFO must not block the open (reads of regular files ignore it).
+        var fd = parent.open(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | Self.noatime)
+        if fd < 0 && errno == EPERM { fd = parent.open(O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK) }  // O_NOATIME needs ownership
         guard fd >= 0 else { throw Self.error(path, "open") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(fd)
+            throw FileSystemError(path: path, operation: "open", errno: EINVAL, message: "not a regular file")
+        }
         return POSIXFileReader(fd: fd, path: path)
     }
 

@@ -134,6 +134,16 @@ final class ConfinementTests: XCTestCase {
         }
     }
 
+    /// A file swapped for a FIFO (or a socket) is refused at once, never a blocked open; and the
+    /// folder root itself can never be removed through the tree removal.
+    func test_aFIFOIsRefusedWithoutBlocking_andTheRootIsNeverRemoved() throws {
+        XCTAssertEqual(mkfifo(root + "/pipe", 0o644), 0)
+        XCTAssertThrowsError(try fs.openForReading("pipe"))
+        XCTAssertNil(fs.read("pipe", offset: 0, count: 1))
+        XCTAssertThrowsError(try fs.removeTree(""))
+        XCTAssertEqual(try fs.metadata("plain")?.kind, .file)
+    }
+
     func test_timesBefore1970_withAFraction_roundTrip() throws {
         let f = try fs.createFile("old", mode: 0o644)
         try f.setModificationTime(-500_000_000)   // 1969-12-31 23:59:59.5 UTC
