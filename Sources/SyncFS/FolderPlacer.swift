@@ -175,16 +175,28 @@ public struct FolderPlacer {
             }
         }
         if syncEach {
-            // The directories whose entries changed, rather than the whole file system.
-            var touched: Set<String> = [".syncd/trash", trash]
+            // The directories whose entries changed — where things were placed, kept aside, and
+            // moved to in the trash — and every directory above them, up to the folder: a
+            // directory this batch made (the trash's, say) is durable only once its parent is.
+            var touched: Set<String> = [trash]
             for step in steps {
                 switch step {
-                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e): touched.insert(RelativePath.parent(of: e.path))
+                case .directory(let e), .file(let e, _), .symlink(let e), .delete(let e):
+                    touched.insert(RelativePath.parent(of: e.path))
+                    let parent = RelativePath.parent(of: e.path)
+                    if !parent.isEmpty { touched.insert(RelativePath.join(trash, parent)) }
                 case .conflictCopy(_, _, let name), .conflictLink(_, let name): touched.insert(RelativePath.parent(of: name))
                 }
             }
             for e in conflictsLocal.values where e != BatchPlan.toTrash { touched.insert(RelativePath.parent(of: e)) }
-            for dir in touched.sorted() { try? folder.synchronize(dir) }   // a directory a failed path never made
+            for dir in touched { var d = dir; while !d.isEmpty { d = RelativePath.parent(of: d); touched.insert(d) } }
+            // Deepest first, so each parent is flushed after what it holds; a directory a failed
+            // path never made is skipped, any other failure fails the batch (it is retried).
+            for dir in touched.sorted(by: { ($0.utf8.count, $0) > ($1.utf8.count, $1) }) {
+                do { try folder.synchronize(dir) } catch let error as FileSystemError where error.errno == ENOENT || error.errno == ENOTDIR {
+                    continue
+                }
+            }
         } else {
             try flush()
         }

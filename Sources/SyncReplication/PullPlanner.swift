@@ -423,13 +423,20 @@ public struct PullPlanner: Sendable {
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a tiny seeded generator, so ties break the same way in a
-/// test every time and differently on devices seeded differently.
-struct SplitMix64: Sendable {
+/// test every time and differently on devices seeded differently; the replication simulator draws
+/// every fault from one.
+public struct SplitMix64: Sendable {
     private var state: UInt64
 
-    init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { state = seed }
 
-    mutating func next() -> UInt64 {
+    /// A number below `bound` (> 0); slightly biased, which no test here can tell.
+    public mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
+
+    /// True with probability `p` (0...1).
+    public mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
+
+    public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
