@@ -11,6 +11,9 @@ public protocol FileSystem: Sendable {
     func list(_ directory: String) throws -> [String]
     /// Opens a regular file for reading without following a final symlink.
     func openForReading(_ path: String) throws -> any FileReader
+    /// Exactly `count` bytes at `offset` of the regular file at `path` (a final symlink not
+    /// followed), or nil: missing, shorter, not a regular file, unreadable.
+    func read(_ path: String, offset: Int64, count: Int) -> [UInt8]?
 }
 
 public protocol FileReader: AnyObject {

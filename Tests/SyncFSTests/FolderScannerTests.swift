@@ -103,7 +103,7 @@ final class FolderScannerTests: XCTestCase {
         fs.write("keep", [1])
         fs.write("gone/x/y", [2])
         try scan()
-        fs.remove("gone")
+        fs.delete("gone")
         let changes = try scan()
         XCTAssertEqual(changes, [.removed(path: "gone/x/y"), .removed(path: "gone/x"), .removed(path: "gone")])
     }
@@ -132,7 +132,7 @@ final class FolderScannerTests: XCTestCase {
         let rules = IgnoreRules(parsing: "build/\n")
         XCTAssertEqual(try scan(["orig"], ignore: rules).map(\.path), ["orig"], "an ignored name stays as it was")
         // The twin is removed and its name reused by an unrelated file: nothing links them any more.
-        fs.remove("build/twin")
+        fs.delete("build/twin")
         fs.write("orig", [1, 2, 3])
         fs.write("build/twin", [7])
         XCTAssertEqual(try scan(["orig"]).map(\.path), ["orig"])
@@ -168,7 +168,7 @@ final class FolderScannerTests: XCTestCase {
         XCTAssertEqual(lm.symlinkTarget, "d%E9/cafe%CC%81")
         XCTAssertEqual(lm.size, 9, "a link's size is its target's bytes")
         XCTAssertEqual(try scan(), [])
-        fs.remove(nfd)
+        fs.delete(nfd)
         XCTAssertEqual(try scan(), [.removed(path: nfd)], "the twin that stays is not mistaken for the one removed")
         XCTAssertEqual(try scan(ignore: IgnoreRules(parsing: "caf\u{E9}\n")), [], "ignored by its own bytes, not removed")
         fs.write(nfd, [3])
@@ -189,7 +189,7 @@ final class FolderScannerTests: XCTestCase {
         fs.write("b/2", [2])
         let changes = try scan(["a"])
         XCTAssertEqual(changes.map(\.path), ["a/2"])
-        fs.remove("a")
+        fs.delete("a")
         XCTAssertEqual(Set(try scan(["a"]).map(\.path)), ["a", "a/1", "a/2"])
     }
 
@@ -217,7 +217,7 @@ final class FolderScannerTests: XCTestCase {
     func test_missingRoot_shouldFailInsteadOfDeletingEverything() throws {
         fs.write("a", [1])
         try scan()
-        fs.remove("")
+        fs.delete("")
         XCTAssertThrowsError(try scan()) { XCTAssertEqual($0 as? ScanError, .rootUnavailable("missing or not a directory")) }
     }
 

@@ -46,8 +46,8 @@ final class FolderScannerUnknownTests: XCTestCase {
         files(3)
         fs.write("d/x", [1])
         try scan()
-        fs.remove("f1")
-        fs.remove("d")
+        fs.delete("f1")
+        fs.delete("d")
         fs.write("new", [9])
         let (changes, report) = try scan(missing: .setAside)
         XCTAssertEqual(removals(changes), [], "nothing is recorded as deleted")
@@ -59,7 +59,7 @@ final class FolderScannerUnknownTests: XCTestCase {
     func test_mostOfTheIndexMissingAtOnce_isSetAside_notDeleted() throws {
         files(25)
         try scan()
-        for i in 0..<20 { fs.remove("f\(i)") }
+        for i in 0..<20 { fs.delete("f\(i)") }
         let (changes, report) = try scan()
         XCTAssertEqual(removals(changes), [])
         XCTAssertEqual(report.setAside.count, 20)
@@ -69,7 +69,7 @@ final class FolderScannerUnknownTests: XCTestCase {
     func test_aFewMissing_orLessThanHalf_areDeletionsAsBefore() throws {
         files(25)
         try scan()
-        for i in 0..<12 { fs.remove("f\(i)") }   // 12 of 25: not more than half
+        for i in 0..<12 { fs.delete("f\(i)") }   // 12 of 25: not more than half
         XCTAssertEqual(removals(try scan().changes).count, 12)
 
         index = [:]
@@ -77,14 +77,14 @@ final class FolderScannerUnknownTests: XCTestCase {
         scanner = FolderScanner(fs: fs, hasher: scanner.hasher)
         files(9)
         try scan()
-        for i in 0..<9 { fs.remove("f\(i)") }    // all of a small folder: a handful shrinks as asked
+        for i in 0..<9 { fs.delete("f\(i)") }    // all of a small folder: a handful shrinks as asked
         XCTAssertEqual(removals(try scan().changes).count, 9)
     }
 
     func test_confirmedDeletions_areRecordedWhateverTheirNumber() throws {
         files(25)
         try scan()
-        for i in 0..<20 { fs.remove("f\(i)") }
+        for i in 0..<20 { fs.delete("f\(i)") }
         let (changes, report) = try scan(missing: .delete)
         XCTAssertEqual(removals(changes).count, 20)
         XCTAssertEqual(report.setAside, [])
@@ -95,7 +95,7 @@ final class FolderScannerUnknownTests: XCTestCase {
         files(20, in: "photos")
         files(4)
         try scan()
-        fs.remove("photos")
+        fs.delete("photos")
         let (changes, report) = try scan(["photos"])
         XCTAssertEqual(removals(changes), [])
         XCTAssertEqual(report.setAside.count, 21)
