@@ -7,7 +7,7 @@ import SyncCore
 /// directory, in path text like every path in syncd (`RelativePath`: "caf%C3%A9" is `café` in NFC).
 ///
 /// **The write side** (`WritableFileSystem`) behaves like `POSIXFileSystem` on Linux, errno for
-/// errno (ConfinementTests and FakeFileSystemWriteTests run the same operations on both):
+/// errno (FakeFileSystemConformanceTests runs the same operations, scripted and random, on both):
 /// - a path is resolved one component at a time and nothing is ever followed: a component that is
 ///   a symlink or a file gives `ENOTDIR`, a missing one `ENOENT` (or is made, mode 0777 less
 ///   `umask`, by the operations that make parents: makeDirectory, createFile, makeSymlink and the
@@ -45,13 +45,17 @@ import SyncCore
 /// durable state. Directories are independent, so a rename whose target directory was synchronized
 /// and whose source directory was not leaves both names (a hard link for a file); a directory
 /// reached twice that way keeps only its first name in breadth-first, byte-ordered order, and
-/// every directory its own contents — never two names or a cycle.
+/// every directory its own contents — never two names or a cycle. This is what POSIX promises and
+/// no more: a journaling filesystem often keeps more (ext4 commits every earlier rename with any
+/// fsync), so code that survives the fake's crashes survives theirs. `durableSnapshot()` shows
+/// what a crash would leave without crashing.
 ///
 /// **Faults** for a simulator driven by a seed: `beforeOperation` sees each write-side
 /// `Operation` first (and may change the tree with the helpers), then `fault` may answer a
 /// `FaultAction`: fail with an errno changing nothing, or crash the machine before or after the
-/// operation. Once `crashed`, every operation (reads too; not the helpers or `snapshot`) throws
-/// `EIO` until `restart()`, which reverts to the durable state like a reboot.
+/// operation. Once `crashed`, every operation (reads too, `read` answers nil; not the helpers or
+/// the snapshots) throws `EIO` until `restart()`, which reverts to the durable state like a reboot.
+/// `operationCount` counts the write-side operations attempted.
 public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
     // MARK: the model
 
@@ -104,7 +108,6 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
         self.umask = umask & 0o777
         let r = allocate(Inode(kind: .directory, mode: 0o755, mtimeNs: clock, ctimeNs: clock))
         root = r
-        durable[r] = inodes[r]
         durableRoot = r
     }
 
@@ -204,19 +207,24 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
     /// The reboot after a crash: the tree reverts to its durable state (`crash()`) and operations
     /// work again. Writers from before refuse (EBADF).
     public func restart() {
-        crash()
-        lock.withLock { isCrashed = false }
+        lock.withLock {
+            revertToDurable()
+            isCrashed = false
+        }
     }
 
     /// Power loss: the tree reverts to its durable state (see the type's comment) at once.
     /// Writers opened before refuse from now on (EBADF). Does not set `crashed`.
     public func crash() {
-        lock.withLock {
-            generation += 1
-            let (nodes, r) = Self.rebuilt(durable, root: durableRoot)
-            inodes = nodes; root = r
-            durable = nodes; durableRoot = r
-        }
+        lock.withLock { revertToDurable() }
+    }
+
+    /// The caller holds the lock.
+    private func revertToDurable() {
+        generation += 1
+        let (nodes, r) = Self.rebuilt(durable, root: durableRoot)
+        inodes = nodes; root = r
+        durable = nodes; durableRoot = r
     }
 
     /// The tree the durable entries reach from `root`, breadth first in byte order of names: a
