@@ -191,9 +191,9 @@ public struct FolderPlacer {
             for e in conflictsLocal.values where e != BatchPlan.toTrash { touched.insert(RelativePath.parent(of: e)) }
             for dir in touched { var d = dir; while !d.isEmpty { d = RelativePath.parent(of: d); touched.insert(d) } }
             // Deepest first, so each parent is flushed after what it holds; a directory a failed
-            // path never made is skipped, any other failure fails the batch (it is retried).
+            // path never made (or a symlink there) is skipped, any other failure fails the batch.
             for dir in touched.sorted(by: { ($0.utf8.count, $0) > ($1.utf8.count, $1) }) {
-                do { try folder.synchronize(dir) } catch let error as FileSystemError where error.errno == ENOENT || error.errno == ENOTDIR {
+                do { try folder.synchronize(dir) } catch let error as FileSystemError where [ENOENT, ENOTDIR, ELOOP].contains(error.errno) {
                     continue
                 }
             }

@@ -134,6 +134,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
     /// scan indexed: (path, vector, content or nil for a deletion/directory/symlink).
     var written: Set<[UInt8]> = [[]]
     var indexed: [String: [(version: VersionVector, content: [UInt8]?)]] = [:]
+    var userReplaced: Set<[UInt8]> = []
     var violations: [String] = []
     var trace: UInt64 = 0xcbf2_9ce4_8422_2325
     let verbose: Bool
@@ -197,7 +198,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         partitioned = [:]
         for p in peers where !p.up { restart(p) }
         var settled = false
-        for _ in 0..<2400 {   // 10 minutes of virtual time at most
+        for _ in 0..<720 {   // 3 minutes of virtual time at most
             advance(.milliseconds(250))
             if quiet() && peers.allSatisfy({ p in p.model.isInSync(with: Set(peers.map(\.id)).subtracting([p.id])) }) {
                 settled = true
@@ -205,7 +206,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
             }
         }
         if !settled {
-            violations.append("did not converge within 10 virtual minutes: " + peers.map { p in
+            violations.append("did not converge within 3 virtual minutes: " + peers.map { p in
                 "peer \(p.id): failing \(p.model.failing) batchError \(p.model.batchError ?? "-") applying \(p.model.isApplying) "
                     + "sessions \(p.model.sessions.keys.sorted()) digests \(p.model.sessions.keys.sorted().map { p.model.digestState($0) })"
             }.joined(separator: "; "))
@@ -431,11 +432,15 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
              + " conflictsLocal \(plan.conflictsLocal) done \(placed.done.map(\.path)) failed \(placed.failed.map { "\($0.path): \($0.error)" }) kept \(placed.keptEdits)")
         for f in placed.failed { failed[f.path] = "\(f.error)" }
         // Record what was placed, with what is on disk now (the daemon's recordRemoteEntries).
-        for e in plan.recordOnly + placed.done {
+        for (e, placedHere) in plan.recordOnly.map({ ($0, false) }) + placed.done.map({ ($0, true) }) {
             p.index.sequence += 1
             var recorded = e
             recorded.sequence = p.index.sequence
-            if !e.deleted, let m = try? p.fs.metadata(e.path) { recorded.metadata = m }
+            if placedHere, !e.deleted, let m = try? p.fs.metadata(e.path) {
+                recorded.metadata = m
+            } else if !placedHere, let local = job.locals[e.path], !local.deleted {
+                recorded.metadata = local.metadata   // as the scan saw it (FolderExchange+Apply does the same)
+            }
             p.index.entries[e.path] = recorded
         }
         return .init(failed: failed, deleted: counts.deleting, created: counts.creating)
@@ -490,13 +495,16 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         guard Self.ancestorsAreDirectories(p, path) else { return }
         switch rng.next(below: 10) {
         case 0...4: writeUserFile(p, path)
-        case 5: p.fs.delete(path)
-        case 6: p.fs.mkdir(path)
-        case 7: p.fs.symlink(path, target: ["../outside", "/etc", "a", "d/x"][rng.next(below: 4)])
+        case 5: destroyedByUser(p, under: path); p.fs.delete(path)
+        case 6: destroyedByUser(p, under: path); p.fs.mkdir(path)
+        case 7: destroyedByUser(p, under: path); p.fs.symlink(path, target: ["../outside", "/etc", "a", "d/x"][rng.next(below: 4)])
         case 8:
             let to = Self.names[rng.next(below: Self.names.count)]
             if to != path && !to.hasPrefix(path + "/") && !path.hasPrefix(to + "/") && Self.ancestorsAreDirectories(p, to),
-               (try? p.fs.metadata(path)) != nil, (try? p.fs.metadata(to))??.kind != .directory { p.fs.rename(path, to) }
+               (try? p.fs.metadata(path)) != nil, (try? p.fs.metadata(to))??.kind != .directory {
+                destroyedByUser(p, under: to)
+                p.fs.rename(path, to)
+            }
         default:
             // The same path on another peer at the same moment: a conflict.
             writeUserFile(p, path)
@@ -508,6 +516,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
     }
 
     func writeUserFile(_ p: Peer, _ path: String) {
+        destroyedByUser(p, under: path)
         nextContent += 1
         let content = Array("v\(nextContent)@\(p.id)".utf8)
         note("user on \(p.id) writes \(path): v\(nextContent)@\(p.id)")
@@ -516,6 +525,14 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         p.fs.write(path, content)
         p.unscanned = true
         try? p.fs.synchronize("")
+    }
+
+    /// The user overwrites, deletes or replaces `path`: what it held is gone by their hand, not
+    /// syncd's (the nothing-lost check exempts it).
+    func destroyedByUser(_ p: Peer, under path: String) {
+        for (name, e) in p.fs.snapshot() where e.kind == .file && (name == path || name.hasPrefix(path + "/")) {
+            userReplaced.insert(e.content ?? [])
+        }
     }
 
     /// Whether every ancestor of `path` is a directory or missing (a user can make it).
@@ -660,7 +677,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
                 everywhere.insert(e.content ?? [])
             }
         }
-        var replaced: Set<[UInt8]> = []
+        var replaced = userReplaced
         var heads: [(path: String, version: VersionVector, content: [UInt8])] = []
         for path in indexed.keys.sorted() {
             let versions = indexed[path]!
