@@ -123,11 +123,11 @@ extension FolderExchange {
                 if placed.keptEdits > 0 { lock.withLock { counters.conflicts += placed.keptEdits } }
                 failed += placed.failed
                 clock.lap("place")
-                // What was placed is recorded as it is on disk now; what only changed history keeps
+                // What was placed is recorded as it was right after placing it; what only changed history keeps
                 // the metadata the scan saw — the disk's may be an edit no scan has seen yet, which
                 // recording it would hide from every later scan (found by the simulator, seed 47).
                 let placedStats = placed.done.map { e -> (entry: FileEntry, stat: FileMetadata) in
-                    (e, (e.deleted ? nil : (try? folder.metadata(e.path)) ?? nil) ?? e.metadata)
+                    (e, e.deleted ? e.metadata : placed.metadata[e.path] ?? e.metadata)
                 }
                 let stats = applied.map { e in (entry: e, stat: locals[e.path].map { $0.deleted ? e.metadata : $0.metadata } ?? e.metadata) } + placedStats
                 try store.recordRemoteEntries(stats, folder: record.id)

@@ -49,6 +49,9 @@ public struct FolderPlacer {
 
     public struct Result {
         public var done: [FileEntry] = []
+        /// What each file, symlink or directory of `done` was right after this placer put it
+        /// there: recorded in the index (the path may change again before the record is written).
+        public var metadata: [String: FileMetadata] = [:]
         public var failed: [(path: String, error: Error)] = []
         /// Unscanned local edits kept as conflict copies.
         public var keptEdits = 0
@@ -68,6 +71,10 @@ public struct FolderPlacer {
     /// Makes everything durable at once (`syncfs`); used for batches of many files.
     public let flush: () throws -> Void
     public let log: (String) -> Void
+    /// Paths this placer put in place (conflict copies included): never capped away by the same batch.
+    private let placedNow = PathSet()
+
+    final class PathSet { var paths: Set<String> = [] }
 
     public init(folder: any WritableFileSystem, me: ShortDeviceID, maxConflictCopies: Int,
                 indexed: @escaping (String) throws -> (metadata: FileMetadata, deleted: Bool)?,
@@ -131,6 +138,8 @@ public struct FolderPlacer {
                     try setAside(e.path)
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
                     try folder.rename(staged, to: e.path, replacing: true)
+                    placedNow.paths.insert(e.path)
+                    result.metadata[e.path] = try folder.metadata(e.path)
                     result.done.append(e)
                 }
             case let .conflictCopy(e, staged, name):
@@ -143,6 +152,8 @@ public struct FolderPlacer {
                     let link = try makeLink(e)
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
                     try folder.rename(link, to: e.path, replacing: true)
+                    placedNow.paths.insert(e.path)
+                    result.metadata[e.path] = try folder.metadata(e.path)
                     result.done.append(e)
                 }
             case .directory, .delete:
@@ -171,6 +182,7 @@ public struct FolderPlacer {
         for e in dirs.reversed() where !failedPaths.contains(e.path) {
             attempt(e.path) {
                 try folder.setMode(e.path, e.metadata.mode & 0o7777)
+                result.metadata[e.path] = try folder.metadata(e.path)
                 result.done.append(e)
             }
         }
@@ -254,29 +266,41 @@ public struct FolderPlacer {
         return true
     }
 
-    /// Keeps at most `maxConflictCopies` conflict copies per file: the oldest go to the trash.
+    /// Keeps at most `maxConflictCopies` conflict copies per file: the oldest go to the trash —
+    /// by the time in their names, then their " 2", " 3"… suffix — never one this batch placed.
     func capConflictCopies(of name: String) {
         guard let marker = name.range(of: ".sync-conflict-") else { return }
         let stem = String(name[..<marker.lowerBound])
         let dir = RelativePath.parent(of: name)
         let base = String(stem.split(separator: "/").last ?? "")
-        let names = ((try? folder.list(dir)) ?? []).filter { $0.hasPrefix(base + ".sync-conflict-") }.sorted()
+        let names = ((try? folder.list(dir)) ?? []).filter { $0.hasPrefix(base + ".sync-conflict-") }
         guard names.count >= maxConflictCopies else { return }
+        func age(_ n: String) -> (String, Int) {
+            let (stem, _) = ConflictCopyName.split(n)
+            guard let space = stem.lastIndex(of: " "), let k = Int(stem[stem.index(after: space)...]) else { return (stem, 1) }
+            return (String(stem[..<space]), k)
+        }
+        let oldest = names.sorted { age($0) < age($1) }.filter { !placedNow.paths.contains(RelativePath.join(dir, $0)) }
         let trash = trashDirectory()
-        for old in names.prefix(names.count - maxConflictCopies + 1) {
+        for old in oldest.prefix(names.count - maxConflictCopies + 1) {
             try? moveToTrash(RelativePath.join(dir, old), trash)
         }
     }
 
     /// Renames onto `name`, or onto `name` with " 2", " 3"… before the extension when something
     /// else already has that name: a conflict copy never replaces another file.
-    public func renameWithoutReplacing(_ from: String, to name: String, cappingCopies: Bool = true) throws {
+    @discardableResult
+    public func renameWithoutReplacing(_ from: String, to name: String, cappingCopies: Bool = true) throws -> String {
         if cappingCopies { capConflictCopies(of: name) }
         let (stem, ext) = ConflictCopyName.split(String(name.split(separator: "/").last ?? ""))
         var candidate = name
         var n = 1
         while true {
-            do { return try folder.rename(from, to: candidate, replacing: false) } catch let e as FileSystemError where e.errno == EEXIST && n < 1000 {
+            do {
+                try folder.rename(from, to: candidate, replacing: false)
+                if cappingCopies { placedNow.paths.insert(candidate) }
+                return candidate
+            } catch let e as FileSystemError where e.errno == EEXIST && n < 1000 {
                 n += 1
                 candidate = RelativePath.join(RelativePath.parent(of: name), "\(stem) \(n)\(ext)")
             }

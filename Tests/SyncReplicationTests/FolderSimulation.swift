@@ -436,7 +436,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
             p.index.sequence += 1
             var recorded = e
             recorded.sequence = p.index.sequence
-            if placedHere, !e.deleted, let m = try? p.fs.metadata(e.path) {
+            if placedHere, !e.deleted, let m = placed.metadata[e.path] {
                 recorded.metadata = m
             } else if !placedHere, let local = job.locals[e.path], !local.deleted {
                 recorded.metadata = local.metadata   // as the scan saw it (FolderExchange+Apply does the same)
