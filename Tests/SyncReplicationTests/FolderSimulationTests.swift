@@ -38,7 +38,7 @@ final class FolderSimulationTests: XCTestCase {
     func test_aSeedReplaysExactly() {
         let a = FolderSimulation(seed: 42), b = FolderSimulation(seed: 42)
         _ = a.run(); _ = b.run()
-        XCTAssertEqual(a.trace, b.trace)
+        XCTAssertEqual(a.changes, b.changes)
         XCTAssertEqual(a.peers.map { a.tree($0) }, b.peers.map { b.tree($0) })
         XCTAssertEqual(a.elapsed, b.elapsed)
         XCTAssertEqual(a.nextContent, b.nextContent)
