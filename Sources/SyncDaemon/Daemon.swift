@@ -135,8 +135,12 @@ public final class Daemon: @unchecked Sendable {
         gossip = nil
         sessions?.stop()
         sessions = nil
-        let services = lock.withLock { () -> [FolderService] in defer { folders = [:] }; return Array(folders.values) }
-        services.forEach { $0.stop() }
+        let stopping = lock.withLock { () -> [(FolderService, FolderExchange?)] in
+            defer { folders = [:]; exchanges = [:] }
+            return folders.values.map { ($0, exchanges[$0.keys.folderID]) }
+        }
+        let deadline = DispatchTime.now() + configuration.stopTimeout
+        stopping.forEach { stop($0.0, $0.1, before: deadline) }
         try? group.syncShutdownGracefully()
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
         logger.info("stopped")
@@ -391,17 +395,34 @@ public final class Daemon: @unchecked Sendable {
         return ControlResponse(ok: true, folderId: service.record.folderID, deletions: try service.acceptDeletions())
     }
 
+    /// `syncd remove PATH`: everything of the folder stops — no session is accepted or dialled for
+    /// it any more, gossip stops announcing it, its open sessions are closed and its anti-entropy
+    /// timer stopped, its scans and watcher end — and only then is it dropped from the index.
     private func remove(_ request: ControlRequest) throws -> ControlResponse {
         guard let raw = request.path else { return .failure("remove needs a path") }
         let path = FolderPaths.normalize(raw)
-        guard let service = lock.withLock({ folders.removeValue(forKey: path) }) else {
-            throw StoreError.noSuchFolder(path)
+        let removed: (FolderService, FolderExchange?)? = lock.withLock {
+            guard let service = folders.removeValue(forKey: path) else { return nil }
+            let exchange = exchanges.removeValue(forKey: service.keys.folderID)
+            lastUnconfirmedDial = lastUnconfirmedDial.filter { $0.key.last != UInt64(max(0, service.record.id)) }
+            return (service, exchange)
         }
-        service.stop()
-        lock.withLock { _ = exchanges.removeValue(forKey: service.keys.folderID) }
-        try store.removeFolder(id: service.record.id)
+        guard let (service, exchange) = removed else { throw StoreError.noSuchFolder(path) }
         lock.withLock { gossip }?.metaChanged()
+        stop(service, exchange, before: .now() + configuration.stopTimeout)
+        try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
+    }
+
+    /// Stops a folder: its exchange first (sessions closed, the apply in flight finished), then its
+    /// scans; each waits no later than `deadline`, so stopping never hangs.
+    private func stop(_ service: FolderService, _ exchange: FolderExchange?, before deadline: DispatchTime) {
+        if let exchange, !exchange.stop(waitingUntil: deadline) {
+            logger.warning("folder \(service.record.path): an apply was still running when the stop timeout passed")
+        }
+        if !service.stop(waitingUntil: deadline) {
+            logger.warning("folder \(service.record.path): a scan was still running when the stop timeout passed")
+        }
     }
 }

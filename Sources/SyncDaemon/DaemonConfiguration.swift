@@ -32,5 +32,9 @@ public struct DaemonConfiguration: Sendable {
     /// Rescan period when inotify is unavailable or out of watches. Default one minute.
     public var degradedRescanInterval: TimeInterval = 60
 
+    /// How long stopping a folder (`syncd remove`, shutdown) waits for its apply or scan in
+    /// progress before going on without it, in seconds. Default 30 s.
+    public var stopTimeout: TimeInterval = 30
+
     public init(home: Home) { self.home = home }
 }

@@ -177,6 +177,8 @@ final class FolderExchange: @unchecked Sendable {
     var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     let lock = Lock()
+    /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down).
+    var stopped = false
     var guardState: ManifestGuard?
     var inFlight: Set<[UInt64]> = []
     var links: [ShortDeviceID: PeerLink] = [:]
@@ -242,9 +244,15 @@ final class FolderExchange: @unchecked Sendable {
 
     // MARK: sessions
 
-    /// A session for this folder is up: remember it and say hello.
+    /// A session for this folder is up: remember it and say hello. A session that got this far
+    /// after `stop` (accepted or dialled just before) is closed instead.
     func attach(_ link: PeerLink) {
-        lock.withLock { links[link.device.short] = link; stalled[link.device.short] = nil }
+        let refused: Bool = lock.withLock {
+            if stopped { return true }
+            links[link.device.short] = link; stalled[link.device.short] = nil
+            return false
+        }
+        if refused { link.close?(Self.stoppedReason); return }
         let access: SessionMessage.AccessByte = switch keys.access {
         case .readWrite: .readWrite
         case .readOnly: .readOnly
@@ -283,7 +291,31 @@ final class FolderExchange: @unchecked Sendable {
 
     func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
 
+    static let stoppedReason = "this folder is no longer shared here"
+
+    /// Stops serving the folder (`syncd remove`, shutdown): no new session or manifest is taken,
+    /// the anti-entropy timer stops, every session of the folder is closed — its chunk requests
+    /// fail at once, so an apply still fetching gives up (the peer resends it next time) — and the
+    /// apply in flight, if any, is waited for until `deadline`, so none is cut off while it places
+    /// files and records them. False when it was still running at `deadline`.
+    @discardableResult
+    func stop(waitingUntil deadline: DispatchTime) -> Bool {
+        let open: [PeerLink] = lock.withLock {
+            stopped = true
+            return Array(links.values)
+        }
+        digestTimer?.cancel()
+        for link in open {
+            link.close?(Self.stoppedReason)
+            detach(link)
+        }
+        let idle = DispatchSemaphore(value: 0)
+        work.async { idle.signal() }
+        return idle.wait(timeout: deadline) == .success
+    }
+
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
+        if lock.withLock({ stopped }) { return .refuse(Self.stoppedReason) }
         switch message {
         case .hello(let hello):
             let resendAll = lock.withLock {
@@ -485,6 +517,10 @@ final class FolderExchange: @unchecked Sendable {
         }
         lock.withLock { _ = inFlight.insert(key) }
         work.async { [self] in
+            guard !lock.withLock({ stopped }) else {   // queued before `stop`: not applied, not acknowledged
+                lock.withLock { _ = inFlight.remove(key) }
+                return
+            }
             // Once a change of this origin failed on this session, later manifests of the origin
             // are still applied (their changes land) but not recorded or acknowledged: what this
             // device holds of an origin is a prefix without gaps, so the origin keeps resending

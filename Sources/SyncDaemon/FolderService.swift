@@ -143,12 +143,18 @@ final class FolderService: @unchecked Sendable {
         startRecovery()
     }
 
-    func stop() {
+    /// Stops watching and scanning, and waits until `deadline` for the scan in progress (it stops
+    /// at its next batch boundary) or an apply placing files (`exclusive`). False when one was
+    /// still running at `deadline`.
+    @discardableResult
+    func stop(waitingUntil deadline: DispatchTime) -> Bool {
         lock.withLock { stopped = true }
         timer?.cancel()
         recoveryTimer?.cancel()
         watcher?.stop()
-        queue.sync {}  // wait for the scan in progress (it stops at its next batch boundary)
+        let idle = DispatchSemaphore(value: 0)
+        queue.async { idle.signal() }
+        return idle.wait(timeout: deadline) == .success
     }
 
     func startWatcher() {
