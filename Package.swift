@@ -72,8 +72,10 @@ let package = Package(
         .testTarget(name: "SyncGossipTests", dependencies: ["SyncGossip"]),
         .testTarget(name: "SyncReplicationTests", dependencies: ["SyncReplication"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
+        // Also the `syncd` executable itself: its command line is parsed in tests (DaemonCommandTests).
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore",
+                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "syncd",
+                                   .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                    .product(name: "Crypto", package: "swift-crypto"),
                                    .product(name: "GRDB", package: "GRDB.swift")]),
     ]

@@ -80,8 +80,8 @@ public final class Daemon: @unchecked Sendable {
     /// Starts everything and blocks until a termination signal, then shuts down in order.
     public func run() throws {
         logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
-        if !configuration.join.isEmpty {
-            logger.info("seeds: \(configuration.join.joined(separator: ", "))")
+        if !configuration.network.join.isEmpty {
+            logger.info("seeds: \(configuration.network.join.joined(separator: ", "))")
         }
         for record in try store.folders() {
             do {
@@ -98,7 +98,7 @@ public final class Daemon: @unchecked Sendable {
                                           keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
             self?.lock.withLock { self?.exchanges } ?? [:]
         }
-        let bound = try sessionServer.start(listen: configuration.listen)
+        let bound = try sessionServer.start(listen: configuration.network.listen)
         lock.withLock { sessions = sessionServer; listenAddress = bound }
         logger.info("sessions on \(bound)")
         let gossipService = try startGossip(bound: bound)
@@ -139,7 +139,7 @@ public final class Daemon: @unchecked Sendable {
             defer { folders = [:]; exchanges = [:] }
             return folders.values.map { ($0, exchanges[$0.keys.folderID]) }
         }
-        let deadline = DispatchTime.now() + configuration.stopTimeout
+        let deadline = DispatchTime.now() + configuration.lifecycle.stopTimeout
         stopping.forEach { stop($0.0, $0.1, before: deadline) }
         try? group.syncShutdownGracefully()
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
@@ -153,7 +153,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             let exchange = try FolderExchange(record: record, keys: service.keys, store: store,
                                               device: identity.deviceID.short, logger: logger,
-                                              trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
+                                              replication: configuration.replication)
             exchange.service = service
             exchange.rtt = { [sessionTable] in sessionTable.rtt(of: $0) }
             service.exchange = exchange
@@ -179,19 +179,19 @@ public final class Daemon: @unchecked Sendable {
     private func startGossip(bound: String) throws -> GossipService {
         guard let local = Endpoint(bound) else { throw StartError.home("cannot parse bound address \(bound)") }
         var advertised = local
-        if let text = configuration.advertise {
+        if let text = configuration.network.advertise {
             guard let e = Endpoint(text) else { throw StartError.home("--advertise \(text) is not HOST:PORT") }
             advertised = e
         } else if local.host == "0.0.0.0" || local.host == "::" {
             advertised = Endpoint(host: Self.firstNonLoopbackIPv4() ?? "127.0.0.1", port: local.port)
         }
         let cipher: GossipCipher
-        do { cipher = try GossipCipher(keyText: configuration.gossipKey) } catch { throw StartError.home("\(error)") }
+        do { cipher = try GossipCipher(keyText: configuration.network.gossipKey) } catch { throw StartError.home("\(error)") }
         let deviceBytes = identity.deviceID.bytes
         let store = self.store
         let service = GossipService(
             group: group, settings: configuration.gossip, name: identity.deviceID.short, endpoint: advertised,
-            cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.beaconPort,
+            cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.network.beaconPort,
             logger: logger,
             metaSource: { [weak self] in
                 let services = self?.lock.withLock { Array(self?.folders.values ?? [:].values) } ?? []
@@ -201,7 +201,7 @@ public final class Daemon: @unchecked Sendable {
                 return MemberMeta(device: deviceBytes, folders: folders).encoded
             })
         service.onMemberAlive = { [weak self] member in self?.memberCameAlive(member) }
-        let seeds = configuration.join.compactMap(Endpoint.init)
+        let seeds = configuration.network.join.compactMap(Endpoint.init)
         try service.start(host: local.host, port: Int(local.port), seeds: seeds)
         logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
         return service
@@ -409,7 +409,7 @@ public final class Daemon: @unchecked Sendable {
         }
         guard let (service, exchange) = removed else { throw StoreError.noSuchFolder(path) }
         lock.withLock { gossip }?.metaChanged()
-        stop(service, exchange, before: .now() + configuration.stopTimeout)
+        stop(service, exchange, before: .now() + configuration.lifecycle.stopTimeout)
         try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)

@@ -133,8 +133,8 @@ final class FolderExchange: @unchecked Sendable {
         }
     }
 
-    /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps
-    /// (`syncd daemon --trash-days`, `--max-conflicts`).
+    /// How long deleted files stay in `.syncd/trash/` (seconds) and how many conflict copies one
+    /// file keeps (`DaemonConfiguration.Replication`).
     let trashRetention: TimeInterval
     let maxConflictCopies: Int
 
@@ -213,11 +213,11 @@ final class FolderExchange: @unchecked Sendable {
     var zeroChunkIDs: [UInt32: ChunkID] = [:]
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
-         trashDays: Double = 30, maxConflicts: Int = 10) throws {
+         replication: DaemonConfiguration.Replication) throws {
         self.record = record
         self.folder = POSIXFileSystem(root: record.path)
-        self.trashRetention = trashDays * 86400
-        self.maxConflictCopies = max(1, maxConflicts)
+        self.trashRetention = replication.trashDays * 86400
+        self.maxConflictCopies = max(1, replication.maxConflicts)
         self.keys = keys
         self.folderID = keys.folderID
         self.access = keys.access

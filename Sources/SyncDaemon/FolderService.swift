@@ -293,16 +293,16 @@ final class FolderService: @unchecked Sendable {
 
     private func scheduleRescan() {
         let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
-        let base = configuration.rescanInterval
+        let base = configuration.scanning.rescanInterval
         t.setEventHandler { [weak self] in
             guard let self else { return }
             let degraded = self.watcher?.isDegraded ?? true
             self.enqueue(WatchBatch(rescanAll: true))
             // ±10 % jitter so many folders/peers do not rescan in lockstep; faster when blind.
-            let next = degraded ? min(base, self.configuration.degradedRescanInterval) : base * Double.random(in: 0.9...1.1)
+            let next = degraded ? min(base, self.configuration.scanning.degradedRescanInterval) : base * Double.random(in: 0.9...1.1)
             t.schedule(deadline: .now() + next)
         }
-        t.schedule(deadline: .now() + min(base * Double.random(in: 0.9...1.1), watcher == nil ? configuration.degradedRescanInterval : .infinity))
+        t.schedule(deadline: .now() + min(base * Double.random(in: 0.9...1.1), watcher == nil ? configuration.scanning.degradedRescanInterval : .infinity))
         t.resume()
         timer = t
     }
