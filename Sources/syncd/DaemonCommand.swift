@@ -5,7 +5,7 @@ import SyncDaemon
 
 /// `syncd daemon`: every option is optional and overrides one field of `DaemonConfiguration`,
 /// whose defaults (shown in the help) are the only ones.
-struct DaemonCommand: ParsableCommand {
+struct DaemonCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "daemon", abstract: "Run the syncd daemon in the foreground.")
 
     /// For the help text only: the daemon starts from `DaemonConfiguration(home:)` with its real home.
@@ -76,7 +76,7 @@ struct DaemonCommand: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let level = Logger.Level(rawValue: logLevel)!
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -86,7 +86,7 @@ struct DaemonCommand: ParsableCommand {
         let logger = Logger(label: "syncd")
         do {
             let daemon = try Daemon(configuration: daemonConfiguration, logger: logger, rebuildIndex: rebuildIndex)
-            try daemon.run()
+            try await daemon.run()
         } catch {
             logger.critical("\(error)")
             throw ExitCode.failure
