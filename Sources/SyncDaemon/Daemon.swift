@@ -142,7 +142,7 @@ public final class Daemon: @unchecked Sendable {
             return folders.values.map { ($0, exchanges[$0.keys.folderID]) }
         }
         let deadline = DispatchTime.now() + configuration.lifecycle.stopTimeout
-        stopping.forEach { stop($0.0, $0.1, before: deadline) }
+        stopping.forEach { stop($0.0, $0.1, before: deadline, reason: FolderExchange.shutdownReason) }
     }
 
     private func startSessions() throws {
@@ -463,7 +463,7 @@ public final class Daemon: @unchecked Sendable {
         }
         guard let (service, exchange) = removed else { throw StoreError.noSuchFolder(path) }
         lock.withLock { gossip }?.metaChanged()
-        stop(service, exchange, before: .now() + configuration.lifecycle.stopTimeout)
+        stop(service, exchange, before: .now() + configuration.lifecycle.stopTimeout, reason: FolderExchange.removedReason)
         try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
@@ -471,8 +471,8 @@ public final class Daemon: @unchecked Sendable {
 
     /// Stops a folder: its exchange first (sessions closed, the apply in flight finished), then its
     /// scans; each waits no later than `deadline`, so stopping never hangs.
-    private func stop(_ service: FolderService, _ exchange: FolderExchange?, before deadline: DispatchTime) {
-        if let exchange, !exchange.stop(waitingUntil: deadline) {
+    private func stop(_ service: FolderService, _ exchange: FolderExchange?, before deadline: DispatchTime, reason: String) {
+        if let exchange, !exchange.stop(waitingUntil: deadline, reason: reason) {
             logger.warning("folder \(service.record.path): an apply was still running when the stop timeout passed")
         }
         if !service.stop(waitingUntil: deadline) {

@@ -177,8 +177,9 @@ final class FolderExchange: @unchecked Sendable {
     var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     let lock = Lock()
-    /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down).
+    /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down), and why.
     var stopped = false
+    var stopReason = FolderExchange.removedReason
     var guardState: ManifestGuard?
     var inFlight: Set<[UInt64]> = []
     var links: [ShortDeviceID: PeerLink] = [:]
@@ -252,7 +253,7 @@ final class FolderExchange: @unchecked Sendable {
             links[link.device.short] = link; stalled[link.device.short] = nil
             return false
         }
-        if refused { link.close?(Self.stoppedReason); return }
+        if refused { link.close?(lock.withLock { stopReason }); return }
         let access: SessionMessage.AccessByte = switch keys.access {
         case .readWrite: .readWrite
         case .readOnly: .readOnly
@@ -291,22 +292,25 @@ final class FolderExchange: @unchecked Sendable {
 
     func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
 
-    static let stoppedReason = "this folder is no longer shared here"
+    static let removedReason = "this folder is no longer shared here"
+    static let shutdownReason = "the daemon is shutting down"
 
     /// Stops serving the folder (`syncd remove`, shutdown): no new session or manifest is taken,
     /// the anti-entropy timer stops, every session of the folder is closed — its chunk requests
     /// fail at once, so an apply still fetching gives up (the peer resends it next time) — and the
     /// apply in flight, if any, is waited for until `deadline`, so none is cut off while it places
-    /// files and records them. False when it was still running at `deadline`.
+    /// files and records them. False when it was still running at `deadline`. `reason` is told to
+    /// the peers.
     @discardableResult
-    func stop(waitingUntil deadline: DispatchTime) -> Bool {
+    func stop(waitingUntil deadline: DispatchTime, reason: String = FolderExchange.removedReason) -> Bool {
         let open: [PeerLink] = lock.withLock {
             stopped = true
+            stopReason = reason
             return Array(links.values)
         }
         digestTimer?.cancel()
         for link in open {
-            link.close?(Self.stoppedReason)
+            link.close?(reason)
             detach(link)
         }
         let idle = DispatchSemaphore(value: 0)
@@ -315,7 +319,8 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
-        if lock.withLock({ stopped }) { return .refuse(Self.stoppedReason) }
+        // Stopped: its sessions are being closed; what they still deliver meanwhile is dropped.
+        if lock.withLock({ stopped }) { return .reply([]) }
         switch message {
         case .hello(let hello):
             let resendAll = lock.withLock {

@@ -63,6 +63,42 @@ final class LifecycleIntegrationTests: XCTestCase, ClusterTesting {
         XCTAssertEqual(FileManager.default.contents(atPath: b + "/after.txt"), Data("after".utf8))
     }
 
+    /// SIGTERM while the receiver pulls a large file: it exits 0 within the stop timeout, no partial
+    /// file appears at the target, and after a restart the two converge.
+    func test_sigtermReceiverMidTransfer_exitsZero_andRestartConverges() throws {
+        let (d, _) = try cluster(2, name: "term")
+        // Written outside the folder, then renamed in: A only ever sees the complete file.
+        let outside = d[0].root + "/big.tmp", big = d[0].root + "/data/big.bin"
+        var bytes = Data(count: 96 << 20)
+        bytes.withUnsafeMutableBytes { raw in
+            var x: UInt64 = 7
+            for i in stride(from: 0, to: raw.count, by: 8) { x = x &* 6364136223846793005 &+ 1442695040888963407; raw[i] = UInt8(truncatingIfNeeded: x >> 56) }
+        }
+        try bytes.write(to: URL(fileURLWithPath: outside))
+        XCTAssertEqual(rename(outside, big), 0)
+        let target = d[1].root + "/data/big.bin", tmp = d[1].root + "/data/.syncd/tmp"
+        let pulling = poll(60) {
+            ((try? FileManager.default.subpathsOfDirectory(atPath: tmp)) ?? []).contains { $0.contains("pull-") }
+        }
+        XCTAssertTrue(pulling, "the transfer was caught mid-way")
+        let p = try XCTUnwrap(d[1].process)
+        let sent = Date()
+        kill(p.processIdentifier, SIGTERM)
+        let exited = poll(40) { !p.isRunning }
+        XCTAssertTrue(exited, "SIGTERM mid-transfer did not stop the daemon: \(d[1].daemonLog.suffix(3000))")
+        guard exited else { return }
+        p.waitUntilExit()
+        XCTAssertLessThan(Date().timeIntervalSince(sent), 35, "shutdown waits at most the stop timeout")
+        XCTAssertEqual(p.terminationReason, .exit)
+        XCTAssertEqual(p.terminationStatus, 0, String(d[1].daemonLog.suffix(3000)))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: target)
+                       && FileManager.default.contents(atPath: target) != bytes, "no partial file at the target path")
+
+        try d[1].startDaemon(extra: ["--join", try XCTUnwrap(d[0].status().listen)])
+        try waitInSync(d[0], timeout: 90)
+        XCTAssertEqual(FileManager.default.contents(atPath: target), bytes)
+    }
+
     func test_sighup_isLoggedAndIgnored_andSigtermExitsZeroPromptly() throws {
         let h = try DaemonHarness(name: "signals")
         try h.startDaemon()
