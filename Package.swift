@@ -57,7 +57,7 @@ let package = Package(
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                .product(name: "UnixSignals", package: "swift-service-lifecycle")],
-                swiftSettings: shell),
+                swiftSettings: strict),
         // Every decoder of untrusted bytes as a fuzz target (see Docs/Fuzzing.md).
         .target(name: "SyncFuzz",
                 dependencies: ["SyncCore", "SyncSecurity", "SyncWire", .product(name: "Crypto", package: "swift-crypto")],
@@ -67,7 +67,7 @@ let package = Package(
                           dependencies: ["SyncDaemon", "SyncSecurity",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Logging", package: "swift-log")],
-                          swiftSettings: shell),
+                          swiftSettings: strict),
         .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),
         .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),

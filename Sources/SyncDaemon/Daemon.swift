@@ -302,8 +302,7 @@ public final class Daemon: @unchecked Sendable {
                     return true
                 }
                 guard due, lock.withLock({ dialing.insert(key).inserted }) else { continue }
-                let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
-                let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable
+                let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable, identity = self.identity
                 ClientBootstrap(group: group)
                     .connectTimeout(.seconds(3))
                     // An IPPROTO_TCP option: `socketOption(.tcp_nodelay)` would set SOL_SOCKET's
@@ -311,6 +310,7 @@ public final class Daemon: @unchecked Sendable {
                     .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
+                            let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
                             try channel.pipeline.syncOperations.addHandler(
                                 SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger,
                                                keepalive: keepalive, table: table, dials: true))
@@ -320,7 +320,7 @@ public final class Daemon: @unchecked Sendable {
                     .whenComplete { [weak self] result in
                         switch result {
                         case .success(let channel):
-                            channel.closeFuture.whenComplete { _ in _ = self?.lock.withLock { self?.dialing.remove(key) } }
+                            channel.closeFuture.whenComplete { [weak self] _ in _ = self?.lock.withLock { self?.dialing.remove(key) } }
                         case .failure(let error):
                             logger.debug("cannot reach \(m.endpoint): \(error)")
                             _ = self?.lock.withLock { self?.dialing.remove(key) }

@@ -315,33 +315,32 @@ final class FolderService: @unchecked Sendable {
 
 /// Commits scan batches on a serial queue, in order, with at most `depth` batches in flight.
 /// The first failure is re-thrown to the scanner on its next submit and by `finish`.
-final class BatchWriter: @unchecked Sendable {
+final class BatchWriter: Sendable {
     let queue: DispatchQueue
-    private let write: ([LocalChange]) throws -> Void
+    private let write: @Sendable ([LocalChange]) throws -> Void
     private let slots: Slots
-    let lock = Lock()
-    private var failure: Error?
+    private let failure = Locked<Error?>(nil)
 
-    init(queue: DispatchQueue, depth: Int = 2, write: @escaping ([LocalChange]) throws -> Void) {
+    init(queue: DispatchQueue, depth: Int = 2, write: @escaping @Sendable ([LocalChange]) throws -> Void) {
         self.queue = queue
         self.write = write
         self.slots = Slots(depth)
     }
 
     func submit(_ batch: [LocalChange]) throws {
-        if let f = lock.withLock({ failure }) { throw f }
+        if let f = failure.withLock({ $0 }) { throw f }
         _ = slots.acquire()
         queue.async { [self] in
             defer { slots.release() }
-            guard lock.withLock({ failure }) == nil else { return }
-            do { try write(batch) } catch { lock.withLock { failure = error } }
+            guard failure.withLock({ $0 }) == nil else { return }
+            do { try write(batch) } catch { failure.withLock { $0 = error } }
         }
     }
 
     /// Waits for every submitted batch to be committed.
     func finish() throws {
         queue.sync {}
-        if let f = lock.withLock({ failure }) { throw f }
+        if let f = failure.withLock({ $0 }) { throw f }
     }
 }
 
