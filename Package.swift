@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // System OpenSSL libcrypto: bulk hashing and AEAD (faster than swift-crypto's BoringSSL here).
@@ -53,8 +54,10 @@ let package = Package(
                                .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
-                               .product(name: "Logging", package: "swift-log")],
-                swiftSettings: shell),
+                               .product(name: "Logging", package: "swift-log"),
+                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                               .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+                swiftSettings: strict),
         // Every decoder of untrusted bytes as a fuzz target (see Docs/Fuzzing.md).
         .target(name: "SyncFuzz",
                 dependencies: ["SyncCore", "SyncSecurity", "SyncWire", .product(name: "Crypto", package: "swift-crypto")],
@@ -62,8 +65,9 @@ let package = Package(
         .executableTarget(name: "syncd-fuzz", dependencies: ["SyncFuzz"], swiftSettings: strict),
         .executableTarget(name: "syncd",
                           dependencies: ["SyncDaemon", "SyncSecurity",
-                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: shell),
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Logging", package: "swift-log")],
+                          swiftSettings: strict),
         .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),
         .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),
@@ -72,8 +76,10 @@ let package = Package(
         .testTarget(name: "SyncGossipTests", dependencies: ["SyncGossip"]),
         .testTarget(name: "SyncReplicationTests", dependencies: ["SyncReplication", "SyncFS"]),
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
+        // Also the `syncd` executable itself: its command line is parsed in tests (DaemonCommandTests).
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore",
+                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "syncd",
+                                   .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                    .product(name: "Crypto", package: "swift-crypto"),
                                    .product(name: "GRDB", package: "GRDB.swift")]),
     ]

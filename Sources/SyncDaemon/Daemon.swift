@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
 import SyncCore
 import SyncFS
 import SyncGossip
@@ -10,8 +11,9 @@ import SyncSecurity
 import SyncStore
 import SyncWire
 
-/// The composition root: opens the home (lock, identity, index), starts a `FolderService` per
-/// folder and the control server, and runs until SIGTERM or SIGINT.
+/// The composition root: opens the home (lock, identity, index), then `run()` runs its parts — a
+/// `FolderService` and `FolderExchange` per folder, the session listener, gossip, the dialer and the
+/// control server — as a `ServiceGroup` until SIGTERM or SIGINT.
 public final class Daemon: @unchecked Sendable {
     public let configuration: DaemonConfiguration
     public let identity: DeviceIdentity
@@ -35,6 +37,8 @@ public final class Daemon: @unchecked Sendable {
     private var dialer: RepeatedTask?
     private var listenAddress: String?
     private var lockFD: Int32 = -1
+    /// Set when shutdown begins: control requests are refused from then on.
+    private var stopping = false
 
     public enum StartError: Error, CustomStringConvertible {
         case alreadyRunning(String), home(String)
@@ -77,12 +81,49 @@ public final class Daemon: @unchecked Sendable {
         return store
     }
 
-    /// Starts everything and blocks until a termination signal, then shuts down in order.
-    public func run() throws {
+    /// Runs the daemon's parts as a `ServiceGroup` until SIGTERM or SIGINT, then stops them in
+    /// reverse order and releases the home. The order is the parts' dependencies: folders first
+    /// (sessions deliver to them), then the session listener, gossip (its TCP fallback arrives
+    /// through the listener), the dialer (it dials whom gossip finds) and the control socket last,
+    /// so a request never meets a daemon half started or half stopped. SIGHUP is logged and ignored.
+    public func run() async throws {
         logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
-        if !configuration.join.isEmpty {
-            logger.info("seeds: \(configuration.join.joined(separator: ", "))")
+        if !configuration.network.join.isEmpty {
+            logger.info("seeds: \(configuration.network.join.joined(separator: ", "))")
         }
+        let hangup = HangupService(logger: logger)
+        let folders = DaemonPart("folders", after: hangup.started,
+                                 start: { [self] in try startFolders() }, stop: { [self] in stopFolders() })
+        let sessions = DaemonPart("sessions", after: folders.started,
+                                  start: { [self] in try startSessions() }, stop: { [self] in stopSessions() })
+        let gossip = DaemonPart("gossip", after: sessions.started,
+                                start: { [self] in try startGossip() }, stop: { [self] in stopGossip() })
+        let dialer = DaemonPart("dialer", after: gossip.started,
+                                start: { [self] in startDialer() }, stop: { [self] in stopDialer() })
+        let control = DaemonPart("control", after: dialer.started,
+                                 start: { [self] in try startControl() }, stop: { [self] in stopControl() })
+        let group = ServiceGroup(configuration: .init(
+            services: ([hangup, folders, sessions, gossip, dialer, control] as [any Service]).map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            await release()
+            throw error
+        }
+        await release()
+    }
+
+    /// After every part stopped: the event loops end and the home is unlocked.
+    private func release() async {
+        try? await self.group.shutdownGracefully()
+        if lockFD >= 0 { close(lockFD); lockFD = -1 }
+        logger.info("stopped")
+    }
+
+    // MARK: the parts
+
+    private func startFolders() throws {
         for record in try store.folders() {
             do {
                 let secret = try FolderSecret(parsing: record.secret)
@@ -91,55 +132,71 @@ public final class Daemon: @unchecked Sendable {
                 logger.error("folder \(record.path): stored secret unreadable (\(error)); skipping")
             }
         }
+    }
+
+    /// Every folder stops: its sessions are closed, and its apply or scan in flight is waited for
+    /// until the stop timeout (`DaemonConfiguration.Lifecycle`), the same for all folders.
+    private func stopFolders() {
+        let stopping = lock.withLock { () -> [(FolderService, FolderExchange?)] in
+            defer { folders = [:]; exchanges = [:] }
+            return folders.values.map { ($0, exchanges[$0.keys.folderID]) }
+        }
+        let deadline = DispatchTime.now() + configuration.lifecycle.stopTimeout
+        stopping.forEach { stop($0.0, $0.1, before: deadline, reason: FolderExchange.shutdownReason) }
+    }
+
+    private func startSessions() throws {
+        let server = SessionServer(group: group, identity: identity, logger: logger,
+                                   keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
+            self?.lock.withLock { self?.exchanges } ?? [:]
+        }
+        let bound = try server.start(listen: configuration.network.listen)
+        lock.withLock { sessions = server; listenAddress = bound }
+        logger.info("sessions on \(bound)")
+    }
+
+    /// Closes the listener; the sessions themselves are closed by their folders' stop.
+    private func stopSessions() {
+        lock.withLock { () -> SessionServer? in defer { sessions = nil }; return sessions }?.stop()
+    }
+
+    private func startGossip() throws {
+        let (server, bound) = lock.withLock { (sessions, listenAddress) }
+        guard let server, let bound else { throw StartError.home("gossip started before the session listener") }
+        let service = try startGossip(bound: bound)
+        server.gossip = service
+        lock.withLock { gossip = service }
+    }
+
+    /// A graceful leave, while the sockets still work: members report this device left, not dead.
+    private func stopGossip() {
+        lock.withLock { () -> GossipService? in defer { gossip = nil }; return gossip }?.stop()
+    }
+
+    private func startDialer() {
+        let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { [weak self] _ in
+            self?.dialPeers()
+        }
+        lock.withLock { dialer = task }
+    }
+
+    private func stopDialer() {
+        lock.withLock { () -> RepeatedTask? in defer { dialer = nil }; return dialer }?.cancel()
+    }
+
+    private func startControl() throws {
         let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, logger: logger) { [weak self] req in
             self?.handle(req) ?? .failure("daemon is shutting down")
         }
-        let sessionServer = SessionServer(group: group, identity: identity, logger: logger,
-                                          keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
-            self?.lock.withLock { self?.exchanges } ?? [:]
-        }
-        let bound = try sessionServer.start(listen: configuration.listen)
-        lock.withLock { sessions = sessionServer; listenAddress = bound }
-        logger.info("sessions on \(bound)")
-        let gossipService = try startGossip(bound: bound)
-        sessionServer.gossip = gossipService
-        lock.withLock { gossip = gossipService }
-        dialer = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .milliseconds(100)) { [weak self] _ in
-            self?.dialPeers()
-        }
         try server.start()
-        control = server
+        lock.withLock { control = server }
         logger.info("control socket \(configuration.home.controlSocketPath)")
-
-        let done = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { done.signal() }
-            s.resume()
-            sources.append(s)
-        }
-        done.wait()
-        logger.info("shutting down")
-        shutdown()
-        sources.forEach { $0.cancel() }
     }
 
-    /// Stops the control server, then every folder (each finishes its current index transaction).
-    public func shutdown() {
-        dialer?.cancel()
-        control?.stop()
-        control = nil
-        gossip?.stop()   // graceful leave first, while the sockets still work
-        gossip = nil
-        sessions?.stop()
-        sessions = nil
-        let services = lock.withLock { () -> [FolderService] in defer { folders = [:] }; return Array(folders.values) }
-        services.forEach { $0.stop() }
-        try? group.syncShutdownGracefully()
-        if lockFD >= 0 { close(lockFD); lockFD = -1 }
-        logger.info("stopped")
+    /// First to stop: requests still in flight, and any that slip in, are refused from now on.
+    private func stopControl() {
+        logger.info("shutting down")
+        lock.withLock { () -> ControlServer? in defer { control = nil; stopping = true }; return control }?.stop()
     }
 
     private func startService(_ record: FolderRecord, _ secret: FolderSecret) {
@@ -149,7 +206,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             let exchange = try FolderExchange(record: record, keys: service.keys, store: store,
                                               device: identity.deviceID.short, logger: logger,
-                                              trashDays: configuration.trashDays, maxConflicts: configuration.maxConflicts)
+                                              replication: configuration.replication)
             exchange.service = service
             exchange.rtt = { [sessionTable] in sessionTable.rtt(of: $0) }
             service.exchange = exchange
@@ -175,19 +232,19 @@ public final class Daemon: @unchecked Sendable {
     private func startGossip(bound: String) throws -> GossipService {
         guard let local = Endpoint(bound) else { throw StartError.home("cannot parse bound address \(bound)") }
         var advertised = local
-        if let text = configuration.advertise {
+        if let text = configuration.network.advertise {
             guard let e = Endpoint(text) else { throw StartError.home("--advertise \(text) is not HOST:PORT") }
             advertised = e
         } else if local.host == "0.0.0.0" || local.host == "::" {
             advertised = Endpoint(host: Self.firstNonLoopbackIPv4() ?? "127.0.0.1", port: local.port)
         }
         let cipher: GossipCipher
-        do { cipher = try GossipCipher(keyText: configuration.gossipKey) } catch { throw StartError.home("\(error)") }
+        do { cipher = try GossipCipher(keyText: configuration.network.gossipKey) } catch { throw StartError.home("\(error)") }
         let deviceBytes = identity.deviceID.bytes
         let store = self.store
         let service = GossipService(
             group: group, settings: configuration.gossip, name: identity.deviceID.short, endpoint: advertised,
-            cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.beaconPort,
+            cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.network.beaconPort,
             logger: logger,
             metaSource: { [weak self] in
                 let services = self?.lock.withLock { Array(self?.folders.values ?? [:].values) } ?? []
@@ -197,7 +254,7 @@ public final class Daemon: @unchecked Sendable {
                 return MemberMeta(device: deviceBytes, folders: folders).encoded
             })
         service.onMemberAlive = { [weak self] member in self?.memberCameAlive(member) }
-        let seeds = configuration.join.compactMap(Endpoint.init)
+        let seeds = configuration.network.join.compactMap(Endpoint.init)
         try service.start(host: local.host, port: Int(local.port), seeds: seeds)
         logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
         return service
@@ -245,8 +302,7 @@ public final class Daemon: @unchecked Sendable {
                     return true
                 }
                 guard due, lock.withLock({ dialing.insert(key).inserted }) else { continue }
-                let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
-                let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable
+                let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable, identity = self.identity
                 ClientBootstrap(group: group)
                     .connectTimeout(.seconds(3))
                     // An IPPROTO_TCP option: `socketOption(.tcp_nodelay)` would set SOL_SOCKET's
@@ -254,6 +310,7 @@ public final class Daemon: @unchecked Sendable {
                     .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
+                            let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
                             try channel.pipeline.syncOperations.addHandler(
                                 SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger,
                                                keepalive: keepalive, table: table, dials: true))
@@ -263,7 +320,7 @@ public final class Daemon: @unchecked Sendable {
                     .whenComplete { [weak self] result in
                         switch result {
                         case .success(let channel):
-                            channel.closeFuture.whenComplete { _ in _ = self?.lock.withLock { self?.dialing.remove(key) } }
+                            channel.closeFuture.whenComplete { [weak self] _ in _ = self?.lock.withLock { self?.dialing.remove(key) } }
                         case .failure(let error):
                             logger.debug("cannot reach \(m.endpoint): \(error)")
                             _ = self?.lock.withLock { self?.dialing.remove(key) }
@@ -297,6 +354,7 @@ public final class Daemon: @unchecked Sendable {
     // MARK: control requests
 
     func handle(_ request: ControlRequest) -> ControlResponse {
+        if lock.withLock({ stopping }) { return .failure("daemon is shutting down") }
         do {
             switch request.command {
             case .status: return ControlResponse(ok: true, status: try status(path: request.path))
@@ -391,17 +449,34 @@ public final class Daemon: @unchecked Sendable {
         return ControlResponse(ok: true, folderId: service.record.folderID, deletions: try service.acceptDeletions())
     }
 
+    /// `syncd remove PATH`: everything of the folder stops — no session is accepted or dialled for
+    /// it any more, gossip stops announcing it, its open sessions are closed and its anti-entropy
+    /// timer stopped, its scans and watcher end — and only then is it dropped from the index.
     private func remove(_ request: ControlRequest) throws -> ControlResponse {
         guard let raw = request.path else { return .failure("remove needs a path") }
         let path = FolderPaths.normalize(raw)
-        guard let service = lock.withLock({ folders.removeValue(forKey: path) }) else {
-            throw StoreError.noSuchFolder(path)
+        let removed: (FolderService, FolderExchange?)? = lock.withLock {
+            guard let service = folders.removeValue(forKey: path) else { return nil }
+            let exchange = exchanges.removeValue(forKey: service.keys.folderID)
+            lastUnconfirmedDial = lastUnconfirmedDial.filter { $0.key.last != UInt64(max(0, service.record.id)) }
+            return (service, exchange)
         }
-        service.stop()
-        lock.withLock { _ = exchanges.removeValue(forKey: service.keys.folderID) }
-        try store.removeFolder(id: service.record.id)
+        guard let (service, exchange) = removed else { throw StoreError.noSuchFolder(path) }
         lock.withLock { gossip }?.metaChanged()
+        stop(service, exchange, before: .now() + configuration.lifecycle.stopTimeout, reason: FolderExchange.removedReason)
+        try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
+    }
+
+    /// Stops a folder: its exchange first (sessions closed, the apply in flight finished), then its
+    /// scans; each waits no later than `deadline`, so stopping never hangs.
+    private func stop(_ service: FolderService, _ exchange: FolderExchange?, before deadline: DispatchTime, reason: String) {
+        if let exchange, !exchange.stop(waitingUntil: deadline, reason: reason) {
+            logger.warning("folder \(service.record.path): an apply was still running when the stop timeout passed")
+        }
+        if !service.stop(waitingUntil: deadline) {
+            logger.warning("folder \(service.record.path): a scan was still running when the stop timeout passed")
+        }
     }
 }

@@ -2,35 +2,89 @@ import Foundation
 import SyncGossip
 import SyncWire
 
-/// Everything `syncd daemon` is told on its command line, with every default documented.
-public struct DaemonConfiguration: Sendable {
+/// Everything the daemon is configured with, and the one place its defaults live: each is
+/// documented here once, with its value and unit. `syncd daemon` starts from
+/// `DaemonConfiguration(home:)` and overrides only the options given on its command line.
+public struct DaemonConfiguration: Sendable, Equatable {
     public var home: Home
-    /// Address for gossip (UDP) and sessions (TCP); used from the gossip issue on. Default 0.0.0.0:7700.
-    public var listen: String = "0.0.0.0:7700"
-    /// Seed members to join (HOST:PORT); used from the gossip issue on.
-    public var join: [String] = []
-    /// Address announced to other members; default: `listen`, or the first non-loopback IPv4
-    /// address when `listen` is a wildcard.
-    public var advertise: String?
-    /// Optional cluster key (32 bytes, hex or base64): gossip of members without it is dropped.
-    public var gossipKey: String?
-    /// UDP port of the LAN discovery beacon; nil turns the beacon off. Default 7701.
-    public var beaconPort: Int? = 7701
-    /// Days deleted files stay in a folder's `.syncd/trash/`. Default 30.
-    public var trashDays: Double = 30
-    /// Conflict copies kept per file; older ones move to the trash. Default 10.
-    public var maxConflicts = 10
+    public var network = Network()
+    public var replication = Replication()
+    public var scanning = Scanning()
     /// Session keepalive (Protocol/wire.md, "Keepalive"): each end pings every `interval`, default
     /// 2 s; a session that hears nothing for `timeout`, default 6 s, is closed and redialled.
     /// `timeout` must exceed `interval`.
-    public var keepalive = DaemonConfiguration.defaultKeepalive
-    public static let defaultKeepalive = SessionLiveness.Settings(interval: .seconds(2), timeout: .seconds(6))
-    /// Membership timings (memberlist's LAN defaults).
+    public var keepalive = SessionLiveness.Settings(interval: .seconds(2), timeout: .seconds(6))
+    /// Membership timings: `SWIMSettings`' defaults, memberlist's LAN ones (documented there).
     public var gossip = SWIMSettings()
-    /// Full rescan safety net, jittered ±10 %. Default one hour.
-    public var rescanInterval: TimeInterval = 3600
-    /// Rescan period when inotify is unavailable or out of watches. Default one minute.
-    public var degradedRescanInterval: TimeInterval = 60
+    public var lifecycle = Lifecycle()
 
     public init(home: Home) { self.home = home }
+
+    /// Where the daemon listens and whom it meets.
+    public struct Network: Sendable, Equatable {
+        /// Address for gossip (UDP) and peer sessions (TCP), HOST:PORT; port 0 picks a free one.
+        /// Default `0.0.0.0:7700`.
+        public var listen = "0.0.0.0:7700"
+        /// Seed members to join, HOST:PORT each. Default none.
+        public var join: [String] = []
+        /// Address announced to other members, HOST:PORT. Default nil: `listen`, or this host's
+        /// first non-loopback IPv4 address when `listen` is a wildcard.
+        public var advertise: String?
+        /// Cluster key, 32 bytes as hex or base64: gossip from members without it is dropped.
+        /// Default nil (no key).
+        public var gossipKey: String?
+        /// UDP port of the LAN discovery beacon; nil turns the beacon off. Default 7701.
+        public var beaconPort: Int? = 7701
+
+        public init() {}
+    }
+
+    /// What replication keeps of what it replaces.
+    public struct Replication: Sendable, Equatable {
+        /// Days deleted and replaced files stay in a folder's `.syncd/trash/`. Default 30 days.
+        public var trashDays: Double = 30
+        /// Conflict copies kept per file; older ones move to the trash. Default 10.
+        public var maxConflicts = 10
+
+        public init() {}
+    }
+
+    /// The periodic full rescans behind inotify.
+    public struct Scanning: Sendable, Equatable {
+        /// Full rescan safety net, jittered ±10 %, in seconds. Default 3600 s (one hour).
+        public var rescanInterval: TimeInterval = 3600
+        /// Rescan period while inotify is unavailable or out of watches, in seconds. Default 60 s.
+        public var degradedRescanInterval: TimeInterval = 60
+
+        public init() {}
+    }
+
+    /// Starting and stopping.
+    public struct Lifecycle: Sendable, Equatable {
+        /// How long stopping a folder (`syncd remove`, shutdown) waits for its apply or scan in
+        /// progress before going on without it, in seconds. Default 30 s.
+        public var stopTimeout: TimeInterval = 30
+
+        public init() {}
+    }
+
+    /// Why a configuration cannot run; the message names the `syncd daemon` option.
+    public struct Invalid: Error, CustomStringConvertible, Equatable {
+        public let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// Throws the first value the daemon cannot run with.
+    public func validate() throws {
+        for address in [network.listen] + network.join where address.split(separator: ":").count < 2 {
+            throw Invalid("\(address) is not HOST:PORT")
+        }
+        guard scanning.rescanInterval > 0 else { throw Invalid("--rescan-interval must be positive") }
+        guard replication.trashDays >= 0 else { throw Invalid("--trash-days cannot be negative") }
+        guard replication.maxConflicts >= 1 else { throw Invalid("--max-conflicts must be at least 1") }
+        guard keepalive.interval >= .milliseconds(10) else { throw Invalid("--keepalive-interval must be at least 0.01") }
+        guard keepalive.timeout > keepalive.interval else {
+            throw Invalid("--keepalive-timeout must be longer than --keepalive-interval")
+        }
+    }
 }

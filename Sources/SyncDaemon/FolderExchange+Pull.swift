@@ -87,19 +87,17 @@ extension FolderExchange {
         }, from: link)
         clock.lap("plan pulls")
         defer { stopPrefetch(); prefetched = [:]; knownLocations = nil }
-        let results = Lock()
-        var staged: [Int: String] = [:]
-        var failures: [Int: Error] = [:]
-        var next = 0
+        struct Results { var staged: [Int: String] = [:], failures: [Int: Error] = [:], next = 0 }
+        let results = Locked(Results())
         let workers = min(4, jobs.count), syncEach = Self.syncsEachFile(steps)
         let dirs = try (0..<workers).map(stagingDirectory)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
             while true {
-                let job: Int? = results.withLock {
+                let job: Int? = results.withLock { r in
                     // A full disk fails every later file too: stop at the first one.
-                    guard !failures.values.contains(where: { "\($0)" == "disk full" }), next < jobs.count else { return nil }
-                    defer { next += 1 }
-                    return jobs[next]
+                    guard !r.failures.values.contains(where: { "\($0)" == "disk full" }), r.next < jobs.count else { return nil }
+                    defer { r.next += 1 }
+                    return jobs[r.next]
                 }
                 guard let i = job else { return }
                 let entry: FileEntry
@@ -109,12 +107,13 @@ extension FolderExchange {
                 }
                 do {
                     let path = try stage(entry, in: dirs[worker], from: link, syncEach: syncEach)
-                    results.withLock { staged[i] = path }
+                    results.withLock { $0.staged[i] = path }
                 } catch {
-                    results.withLock { failures[i] = error }
+                    results.withLock { $0.failures[i] = error }
                 }
             }
         }
+        let (staged, failures) = results.withLock { ($0.staged, $0.failures) }
         for (i, path) in staged {
             switch steps[i] {
             case .file(let e, _): steps[i] = .file(e, staged: path)

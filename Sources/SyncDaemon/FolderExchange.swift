@@ -133,8 +133,8 @@ final class FolderExchange: @unchecked Sendable {
         }
     }
 
-    /// How long deleted files stay in `.syncd/trash/` and how many conflict copies one file keeps
-    /// (`syncd daemon --trash-days`, `--max-conflicts`).
+    /// How long deleted files stay in `.syncd/trash/` (seconds) and how many conflict copies one
+    /// file keeps (`DaemonConfiguration.Replication`).
     let trashRetention: TimeInterval
     let maxConflictCopies: Int
 
@@ -177,6 +177,9 @@ final class FolderExchange: @unchecked Sendable {
     var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     let lock = Lock()
+    /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down), and why.
+    var stopped = false
+    var stopReason = FolderExchange.removedReason
     var guardState: ManifestGuard?
     var inFlight: Set<[UInt64]> = []
     var links: [ShortDeviceID: PeerLink] = [:]
@@ -211,11 +214,11 @@ final class FolderExchange: @unchecked Sendable {
     var zeroChunkIDs: [UInt32: ChunkID] = [:]
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
-         trashDays: Double = 30, maxConflicts: Int = 10) throws {
+         replication: DaemonConfiguration.Replication) throws {
         self.record = record
         self.folder = POSIXFileSystem(root: record.path)
-        self.trashRetention = trashDays * 86400
-        self.maxConflictCopies = max(1, maxConflicts)
+        self.trashRetention = replication.trashDays * 86400
+        self.maxConflictCopies = max(1, replication.maxConflicts)
         self.keys = keys
         self.folderID = keys.folderID
         self.access = keys.access
@@ -242,9 +245,15 @@ final class FolderExchange: @unchecked Sendable {
 
     // MARK: sessions
 
-    /// A session for this folder is up: remember it and say hello.
+    /// A session for this folder is up: remember it and say hello. A session that got this far
+    /// after `stop` (accepted or dialled just before) is closed instead.
     func attach(_ link: PeerLink) {
-        lock.withLock { links[link.device.short] = link; stalled[link.device.short] = nil }
+        let refused: Bool = lock.withLock {
+            if stopped { return true }
+            links[link.device.short] = link; stalled[link.device.short] = nil
+            return false
+        }
+        if refused { link.close?(lock.withLock { stopReason }); return }
         let access: SessionMessage.AccessByte = switch keys.access {
         case .readWrite: .readWrite
         case .readOnly: .readOnly
@@ -283,7 +292,35 @@ final class FolderExchange: @unchecked Sendable {
 
     func isConnected(_ device: ShortDeviceID) -> Bool { lock.withLock { links[device] != nil } }
 
+    static let removedReason = "this folder is no longer shared here"
+    static let shutdownReason = "the daemon is shutting down"
+
+    /// Stops serving the folder (`syncd remove`, shutdown): no new session or manifest is taken,
+    /// the anti-entropy timer stops, every session of the folder is closed — its chunk requests
+    /// fail at once, so an apply still fetching gives up (the peer resends it next time) — and the
+    /// apply in flight, if any, is waited for until `deadline`, so none is cut off while it places
+    /// files and records them. False when it was still running at `deadline`. `reason` is told to
+    /// the peers.
+    @discardableResult
+    func stop(waitingUntil deadline: DispatchTime, reason: String = FolderExchange.removedReason) -> Bool {
+        let open: [PeerLink] = lock.withLock {
+            stopped = true
+            stopReason = reason
+            return Array(links.values)
+        }
+        digestTimer?.cancel()
+        for link in open {
+            link.close?(reason)
+            detach(link)
+        }
+        let idle = DispatchSemaphore(value: 0)
+        work.async { idle.signal() }
+        return idle.wait(timeout: deadline) == .success
+    }
+
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
+        // Stopped: its sessions are being closed; what they still deliver meanwhile is dropped.
+        if lock.withLock({ stopped }) { return .reply([]) }
         switch message {
         case .hello(let hello):
             let resendAll = lock.withLock {
@@ -485,6 +522,10 @@ final class FolderExchange: @unchecked Sendable {
         }
         lock.withLock { _ = inFlight.insert(key) }
         work.async { [self] in
+            guard !lock.withLock({ stopped }) else {   // queued before `stop`: not applied, not acknowledged
+                lock.withLock { _ = inFlight.remove(key) }
+                return
+            }
             // Once a change of this origin failed on this session, later manifests of the origin
             // are still applied (their changes land) but not recorded or acknowledged: what this
             // device holds of an origin is a prefix without gaps, so the origin keeps resending

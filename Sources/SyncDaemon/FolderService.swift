@@ -143,12 +143,18 @@ final class FolderService: @unchecked Sendable {
         startRecovery()
     }
 
-    func stop() {
+    /// Stops watching and scanning, and waits until `deadline` for the scan in progress (it stops
+    /// at its next batch boundary) or an apply placing files (`exclusive`). False when one was
+    /// still running at `deadline`.
+    @discardableResult
+    func stop(waitingUntil deadline: DispatchTime) -> Bool {
         lock.withLock { stopped = true }
         timer?.cancel()
         recoveryTimer?.cancel()
         watcher?.stop()
-        queue.sync {}  // wait for the scan in progress (it stops at its next batch boundary)
+        let idle = DispatchSemaphore(value: 0)
+        queue.async { idle.signal() }
+        return idle.wait(timeout: deadline) == .success
     }
 
     func startWatcher() {
@@ -287,16 +293,16 @@ final class FolderService: @unchecked Sendable {
 
     private func scheduleRescan() {
         let t = DispatchSource.makeTimerSource(queue: DispatchQueue.global())
-        let base = configuration.rescanInterval
+        let base = configuration.scanning.rescanInterval
         t.setEventHandler { [weak self] in
             guard let self else { return }
             let degraded = self.watcher?.isDegraded ?? true
             self.enqueue(WatchBatch(rescanAll: true))
             // ±10 % jitter so many folders/peers do not rescan in lockstep; faster when blind.
-            let next = degraded ? min(base, self.configuration.degradedRescanInterval) : base * Double.random(in: 0.9...1.1)
+            let next = degraded ? min(base, self.configuration.scanning.degradedRescanInterval) : base * Double.random(in: 0.9...1.1)
             t.schedule(deadline: .now() + next)
         }
-        t.schedule(deadline: .now() + min(base * Double.random(in: 0.9...1.1), watcher == nil ? configuration.degradedRescanInterval : .infinity))
+        t.schedule(deadline: .now() + min(base * Double.random(in: 0.9...1.1), watcher == nil ? configuration.scanning.degradedRescanInterval : .infinity))
         t.resume()
         timer = t
     }
@@ -309,33 +315,32 @@ final class FolderService: @unchecked Sendable {
 
 /// Commits scan batches on a serial queue, in order, with at most `depth` batches in flight.
 /// The first failure is re-thrown to the scanner on its next submit and by `finish`.
-final class BatchWriter: @unchecked Sendable {
+final class BatchWriter: Sendable {
     let queue: DispatchQueue
-    private let write: ([LocalChange]) throws -> Void
+    private let write: @Sendable ([LocalChange]) throws -> Void
     private let slots: Slots
-    let lock = Lock()
-    private var failure: Error?
+    private let failure = Locked<Error?>(nil)
 
-    init(queue: DispatchQueue, depth: Int = 2, write: @escaping ([LocalChange]) throws -> Void) {
+    init(queue: DispatchQueue, depth: Int = 2, write: @escaping @Sendable ([LocalChange]) throws -> Void) {
         self.queue = queue
         self.write = write
         self.slots = Slots(depth)
     }
 
     func submit(_ batch: [LocalChange]) throws {
-        if let f = lock.withLock({ failure }) { throw f }
+        if let f = failure.withLock({ $0 }) { throw f }
         _ = slots.acquire()
         queue.async { [self] in
             defer { slots.release() }
-            guard lock.withLock({ failure }) == nil else { return }
-            do { try write(batch) } catch { lock.withLock { failure = error } }
+            guard failure.withLock({ $0 }) == nil else { return }
+            do { try write(batch) } catch { failure.withLock { $0 = error } }
         }
     }
 
     /// Waits for every submitted batch to be committed.
     func finish() throws {
         queue.sync {}
-        if let f = lock.withLock({ failure }) { throw f }
+        if let f = failure.withLock({ $0 }) { throw f }
     }
 }
 

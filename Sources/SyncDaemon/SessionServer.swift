@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SyncFS
 import SyncSecurity
 import SyncWire
 
@@ -16,8 +17,13 @@ final class SessionServer {
     private let keepalive: SessionLiveness.Settings
     private let table: SessionTable
     private var channel: Channel?
-    /// Connections that start with "SYNCG/1" are gossip push/pull and fallback pings.
-    var gossip: GossipService?
+    /// Connections that start with "SYNCG/1" are gossip push/pull and fallback pings. Set once
+    /// gossip runs, read on the event loop.
+    var gossip: GossipService? {
+        get { gossipService.withLock { $0 } }
+        set { gossipService.withLock { $0 = newValue } }
+    }
+    private let gossipService = Locked<GossipService?>(nil)
 
     /// `exchanges` gives the folders this device holds, by public folder id, at accept time.
     init(group: MultiThreadedEventLoopGroup, identity: DeviceIdentity, logger: Logger,
@@ -36,7 +42,7 @@ final class SessionServer {
         let (host, port) = try Self.split(listen)
         let identity = self.identity, logger = self.logger, exchanges = self.exchanges
         let keepalive = self.keepalive, table = self.table
-        let gossip = { [weak self] in self?.gossip }
+        let gossip = gossipService
         let channel = try ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -44,7 +50,7 @@ final class SessionServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(route: { prefix in
-                        if prefix == GossipService.streamMagic, let service = gossip() { return GossipStreamHandler(service: service) }
+                        if prefix == GossipService.streamMagic, let service = gossip.withLock({ $0 }) { return GossipStreamHandler(service: service) }
                         let folders = exchanges()
                         let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
                         return SessionHandler(machine: machine, exchanges: folders, logger: logger,
@@ -188,14 +194,14 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 let channel = context.channel
                 table?.register(ObjectIdentifier(self), .init(device: p.device.short, folderID: p.folderID, rtt: nil) {
                     [weak self] quiet, reason in
-                    channel.eventLoop.execute { self?.closeIfQuiet(longerThan: quiet, reason: reason) }
+                    channel.eventLoop.execute { [weak self] in self?.closeIfQuiet(longerThan: quiet, reason: reason) }
                 })
                 if let exchange {
                     let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
-                        channel.eventLoop.execute { self?.sendNow(message) }
+                        channel.eventLoop.execute { [weak self] in self?.sendNow(message) }
                     }
                     link.close = { [weak self] reason in
-                        channel.eventLoop.execute {
+                        channel.eventLoop.execute { [weak self] in
                             guard let self, let context = self.context else { return }
                             self.run(self.machine.close(reason), context: context)
                         }

@@ -21,6 +21,18 @@ public final class Lock: @unchecked Sendable {
     }
 }
 
+/// A value reached only under its lock, from any thread.
+public final class Locked<Value>: @unchecked Sendable {
+    private let lock = Lock()
+    private var value: Value
+
+    public init(_ value: Value) { self.value = value }
+
+    public func withLock<T>(_ body: (inout Value) throws -> T) rethrows -> T {
+        try lock.withLock { try body(&value) }
+    }
+}
+
 /// A flag one thread raises and others check (say, "stop").
 public final class Flag: @unchecked Sendable {
     private let lock = Lock()

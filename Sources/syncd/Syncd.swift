@@ -3,7 +3,7 @@ import Foundation
 import SyncDaemon
 
 @main
-struct Syncd: ParsableCommand {
+struct Syncd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "syncd",
         abstract: "Peer-to-peer folder synchronization: one secret, every node the same folder.",

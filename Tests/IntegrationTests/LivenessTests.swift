@@ -64,7 +64,7 @@ final class LivenessTests: XCTestCase {
         struct Node { let gossip: GossipService; let sessions: SessionServer; let endpoint: Endpoint }
         func node(_ name: UInt64, meta: Box<[UInt8]>, seeds: [Endpoint]) throws -> Node {
             let sessions = SessionServer(group: group, identity: DeviceIdentity(privateKey: .init()), logger: logger,
-                                         keepalive: DaemonConfiguration.defaultKeepalive, table: SessionTable()) { [:] }
+                                         keepalive: DaemonConfiguration(home: Home(path: dir)).keepalive, table: SessionTable()) { [:] }
             let bound = try sessions.start(listen: "127.0.0.1:0")
             let endpoint = try XCTUnwrap(Endpoint(bound))
             let gossip = GossipService(group: group, settings: .fastLocal, name: name, endpoint: endpoint,
