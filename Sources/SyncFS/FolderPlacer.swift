@@ -17,7 +17,7 @@ import SyncReplication
 /// simulator runs the placement code the daemon runs.
 public struct FolderPlacer {
     /// One change, with the staged file (a path under `.syncd/tmp/`) where content is needed.
-    public enum Step {
+    public enum Step: Hashable, Sendable {
         case directory(FileEntry)
         case file(FileEntry, staged: String)
         case symlink(FileEntry)
