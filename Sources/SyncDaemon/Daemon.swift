@@ -218,7 +218,7 @@ public final class Daemon: @unchecked Sendable {
                         && (MemberMeta(decoding: m.meta)?.folders.contains { $0.folderID == folderID } ?? false)
                 }.map(\.name))
             }
-            service.onIndexChanged = { [weak exchange] in exchange?.pushLocalChanges() }
+            service.onIndexChanged = { [weak exchange] in exchange?.indexMoved() }
             lock.withLock { exchanges[exchange.folderID] = exchange }
         } catch {
             logger.error("folder \(record.path): cannot serve sessions (\(error))")
@@ -390,14 +390,14 @@ public final class Daemon: @unchecked Sendable {
                               watching: s.isWatching,
                               remoteManifests: try store.remoteManifestCount(folder: s.record.id)))
             if let exchange = lock.withLock({ exchanges[s.keys.folderID] }) {
-                let (counters, connected) = exchange.snapshot
+                let (counters, pullError, connected) = exchange.snapshot
                 list[list.count - 1].needFiles = counters.needFiles
                 list[list.count - 1].needBytes = counters.needBytes
                 list[list.count - 1].conflicts = counters.conflicts
                 list[list.count - 1].bytesIn = counters.bytesIn
                 list[list.count - 1].bytesOut = counters.bytesOut
                 list[list.count - 1].busy = s.isBusy || counters.needFiles > 0
-                list[list.count - 1].pullError = counters.pullError
+                list[list.count - 1].pullError = pullError
                 var peers = try connected.map { p in
                     StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,
                                              needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)),

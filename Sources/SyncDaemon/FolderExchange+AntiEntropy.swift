@@ -1,6 +1,7 @@
 @preconcurrency import Crypto
 import Foundation
 import SyncCore
+import SyncReplication
 import SyncStore
 import SyncWire
 
@@ -13,10 +14,8 @@ import SyncWire
 extension FolderExchange {
     /// How often the digest is checked (seconds); it is sent only when it changed.
     static let digestInterval = 0.25
-    /// How long digests may differ between caught-up peers before a full resync (seconds).
-    static let repairAfter = 2.0
-    /// At most one full resync with the same peer this often (seconds).
-    static let repairBackoff = 10.0
+    // How long digests may differ before a full resend, and how often one happens per peer:
+    // FolderModel.Configuration (repairAfter 2 s, repairBackoff 10 s).
 
     /// Our digest, recomputed only when the folder's sequence moved.
     func currentDigest() -> SessionMessage.Digest? {
@@ -36,12 +35,6 @@ extension FolderExchange {
         return digest
     }
 
-    /// Whether this device's and the peer's indexes are comparable at all: both read-write (a
-    /// read-only device keeps its own edits, a storage device holds no plaintext index).
-    func comparesDigests(with link: PeerLink) -> Bool {
-        keys.access == .readWrite && lock.withLock { link.access == .readWrite }
-    }
-
     func startAntiEntropy() {
         let timer = DispatchSource.makeTimerSource(queue: digestQueue)
         timer.setEventHandler { [weak self] in self?.antiEntropyTick() }
@@ -50,54 +43,15 @@ extension FolderExchange {
         digestTimer = timer
     }
 
+    /// The model's tick (`FolderModel.tick`): only while nothing moves here — a digest taken
+    /// mid-apply or mid-scan is stale at once — the digest goes to the peers whose differs, and
+    /// digests that stay different between caught-up peers close the session for a full resend.
     func antiEntropyTick() {
-        let targets = lock.withLock { links.values.filter { $0.lastSent != nil } }.filter(comparesDigests)
-        guard !targets.isEmpty else { return }
-        // Only while nothing moves here: a digest taken mid-apply or mid-scan is stale at once.
-        let moving = lock.withLock { counters.needFiles > 0 || !inFlight.isEmpty } || (service?.isBusy ?? true)
-        guard !moving, let ours = currentDigest() else { return }
-        for link in targets {
-            let fresh = lock.withLock { () -> Bool in
-                defer { link.sentDigest = ours }
-                return link.sentDigest != ours
-            }
-            if fresh { link.send(.digest(ours)) }
-            if needsRepair(link, ours: ours) {
-                logger.warning("index digests with \(link.device.short.hex) differ while both hold each other's whole index; resending both indexes in full")
-                link.close?("anti-entropy: indexes differ; full resync")
-            }
-        }
-    }
-
-    /// True once the digests have differed for `repairAfter` seconds while each side holds the
-    /// other's whole index; marks the peer for a full resend at the next hello.
-    func needsRepair(_ link: PeerLink, ours: SessionMessage.Digest) -> Bool {
-        let floor = loadGuardLocked()
-        return lock.withLock {
-            guard let theirs = link.theirDigest, theirs.hash != ours.hash else { link.digestDifferSince = nil; return false }
-            let held = floor.seen[link.device.short].map { $0.indexID == link.indexID ? $0.lastSequence : 0 } ?? 0
-            let caughtUp = held >= theirs.sequence && link.ackedIndexID == indexID && link.acked >= ours.sequence
-            guard caughtUp else { link.digestDifferSince = nil; return false }
-            let now = Date()
-            guard let since = link.digestDifferSince else { link.digestDifferSince = now; return false }
-            guard now.timeIntervalSince(since) >= Self.repairAfter else { return false }
-            if let last = lastRepair[link.device.short], now.timeIntervalSince(last) < Self.repairBackoff { return false }
-            lastRepair[link.device.short] = now
-            fullResync.insert(link.device.short)
-            return true
-        }
-    }
-
-    func loadGuardLocked() -> ManifestGuard { lock.withLock { loadGuard() } }
-
-    /// "agree", "differ", "pending" (no digest of the peer's current state yet) or "n/a" (not
-    /// comparable) — `status` per peer; `wait` needs "agree" or "n/a".
-    func digestState(_ link: PeerLink) -> String {
-        guard comparesDigests(with: link) else { return "n/a" }
-        guard let ours = currentDigest() else { return "pending" }
-        return lock.withLock {
-            guard let theirs = link.theirDigest else { return "pending" }
-            return theirs.hash == ours.hash ? "agree" : "differ"
-        }
+        let moving = lock.withLock { counters.needFiles > 0 } || (service?.isBusy ?? true)
+        let ours = moving ? nil : currentDigest()
+        perform(lock.withLock { () -> [FolderModel.Directive] in
+            if let ours { _ = model.localIndexChanged(sequence: ours.sequence, digest: Self.modelDigest(ours)) }
+            return model.tick(now: .now, still: ours != nil)
+        })
     }
 }

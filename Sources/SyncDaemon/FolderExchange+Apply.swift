@@ -13,51 +13,18 @@ import SyncWire
 extension FolderExchange {
     typealias Step = FolderPlacer.Step
 
-    /// The receiver's mass-deletion guard (`GlobalState.isMassDeletion`): a batch that would delete
-    /// most of our live files, from a peer that holds fewer than the rest, is held — a peer whose
-    /// disk vanished must not empty every replica — until the user runs `syncd accept-deletions`
-    /// here. Returns the reason when held. Deletions within a batch count from the 50 % of the
-    /// folder; the peer's live count comes from its digest, and a peer that sent none counts as 0.
-    func massDeletionHeld(_ steps: [Step], locals: [String: FileEntry], origin: ShortDeviceID, link: PeerLink) -> String? {
-        var deleting = 0, creating = 0
-        for step in steps {
-            switch step {
-            case .delete(let e): if let local = locals[e.path], !local.deleted { deleting += 1 }
-            case .file(let e, _), .directory(let e), .symlink(let e): if locals[e.path].map({ $0.deleted }) ?? true { creating += 1 }
-            default: break
-            }
-        }
-        let configuration = GlobalState.Configuration()
-        // A session's batches count together (a manifest holds at most 1,000 entries), counted
-        // against what we held before them; the peer's live count is its last digest less what it
-        // has deleted (net of what it created) since — digests are sent only once it is still.
-        let (before, net, digestLive) = lock.withLock { (link.deleted, link.netDeleted, link.theirDigest.map { Int($0.liveCount) }) }
-        let total = before + deleting
-        guard deleting > 0, total >= configuration.massDeletionMinimum, let service, !service.deletionsAccepted,
-              let stats = try? store.stats(folder: record.id) else {
-            lock.withLock { link.deleted += deleting; link.netDeleted += deleting - creating }
-            return nil
-        }
-        let live = stats.files + stats.symlinks + stats.directories + before
-        let remoteLive = link.device.short == origin ? max(0, (digestLive ?? 0) - net - (deleting - creating)) : 0
-        guard GlobalState.isMassDeletion(wouldDelete: total, liveLocal: live, remoteLive: remoteLive, configuration) else {
-            lock.withLock { link.deleted += deleting; link.netDeleted += deleting - creating }
-            return nil
-        }
-        return "held: \(link.device.short.hex) would delete \(total) of the \(live) files and directories here (it holds about \(remoteLive)); "
-            + "if that is intended, run: syncd accept-deletions \(record.path)"
-    }
-
-    /// Plans, stages and applies one manifest's entries; false if it must be retried later.
-    func apply(_ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> Bool {
-        guard let service, !service.isPaused else { return false }
+    /// Plans, stages and applies batch `id` (one manifest's entries): what failed, if anything, is
+    /// retried (FolderModel decides how). The receiver's mass-deletion guard
+    /// (`FolderModel.massDeletionHeld`) holds a batch that would delete most of our live files,
+    /// from a peer that holds fewer, until the user runs `syncd accept-deletions` here.
+    func apply(_ id: FolderModel.BatchID, _ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> FolderModel.ApplyResult {
+        guard let service, !service.isPaused else { return .init(batchError: "the folder is paused") }
         var clock = StageClock()
         defer { renames = [:] }
         let entries: [FileEntry]
         do { entries = try resolvePieces(listed, from: link) } catch {
             logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
-            lock.withLock { counters.batchError = "\(error)" }
-            return false
+            return .init(batchError: "\(error)")
         }
         var unplaced: [(path: String, error: Error)] = []   // paths not applied this time (retried)
         let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
@@ -72,11 +39,17 @@ extension FolderExchange {
         let conflictsLocal = plan.conflictsLocal
         if plan.conflicts > 0 { lock.withLock { counters.conflicts += plan.conflicts } }
         for note in plan.notes { logger.notice("\(note)") }
+        let counts = plan.deletions(against: locals)
         do {
-            if let held = massDeletionHeld(steps, locals: locals, origin: origin, link: link) {
-                logger.warning("\(held)")
-                lock.withLock { counters.batchError = held }
-                return false
+            let live = (try? store.stats(folder: record.id)).map { $0.files + $0.symlinks + $0.directories } ?? 0
+            let held: String? = lock.withLock {
+                model.deletionsAccepted = service.deletionsAccepted
+                return model.massDeletionHeld(id, deleting: counts.deleting, creating: counts.creating, liveHere: live)
+            }
+            if let held {
+                let reason = held + "; if that is intended, run: syncd accept-deletions \(record.path)"
+                logger.warning("\(reason)")
+                return .init(batchError: reason)
             }
             waitForAnnouncedPeers(before: steps)
             renames = Self.renames(in: steps, locals: locals)   // read by stage() and place(), cleared on return
@@ -96,12 +69,11 @@ extension FolderExchange {
             steps = steps.indices.filter { unstaged[$0] == nil }.map { steps[$0] }
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
-            lock.withLock { counters.batchError = "\(error)" }
             cleanStaged(steps)
             if "\(error)" == "disk full" { service.pauseForFullDisk(needed: bytesNeeded) }
-            return false
+            return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
         }
-        guard !steps.isEmpty || !applied.isEmpty || !unplaced.isEmpty else { return true }
+        guard !steps.isEmpty || !applied.isEmpty || !unplaced.isEmpty else { return .init(deleted: counts.deleting, created: counts.creating) }
         // A few files were fsynced as they were staged; many small ones are flushed at once here.
         let syncEach = Self.syncsEachFile(steps)
         var failed = unplaced
@@ -135,27 +107,19 @@ extension FolderExchange {
             }
         } catch {
             logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
-            lock.withLock { counters.batchError = "\(error)" }
             cleanStaged(steps)
-            return false
+            return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
         }
-        // Paths applied now (or superseded by what was recorded) no longer fail; the ones that
-        // failed are reported until they apply, and block acknowledging this manifest.
-        lock.withLock {
-            counters.batchError = nil
-            for e in entries { counters.failing[e.path] = nil }
-            for f in failed { counters.failing[f.path] = "\(f.error)" }
-        }
+        // The paths that failed are reported until they apply, and block acknowledging this manifest.
+        let failing = Dictionary(failed.map { ($0.path, "\($0.error)") }, uniquingKeysWith: { a, _ in a })
         if !failed.isEmpty {
             for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(link.device.short.hex): \(f.error); will retry") }
             cleanStaged(steps)
-            return false
+            return .init(failed: failing, deleted: counts.deleting, created: counts.creating)
         }
         logger.info("applied \(steps.count) changes from \(link.device.short.hex) in \(clock)")
         pruneTrash()
-        lock.withLock { for e in entries { link.received[e.path] = e.version.encoded } }
-        pushLocalChanges()   // pass them on to other peers (not back to this one)
-        return true
+        return .init(deleted: counts.deleting, created: counts.creating)
     }
 
     /// Files the batch creates whose content, mode and mtime are exactly those of a local file

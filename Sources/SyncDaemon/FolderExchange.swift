@@ -28,43 +28,20 @@ final class FolderExchange: @unchecked Sendable {
         case refuse(String)
     }
 
-    /// One established session with a peer for this folder.
+    /// One established session with a peer for this folder: how to reach it. What is known of
+    /// the session (acknowledgements, digests, failed origins…) is in `model`.
     final class PeerLink: @unchecked Sendable {
         let device: DeviceID
         let send: @Sendable (SessionMessage) -> Void
         /// Ends the session; the dialer reconnects and the peer resends from our applied floor.
         var close: (@Sendable (String) -> Void)?
+        /// The access the peer said in its hello (nil before).
         var access: SessionMessage.AccessByte?
-        var indexID: UInt64 = 0
-        /// How far the peer holds our index (its index-ack of our origin).
-        var acked: UInt64 = 0
-        var ackedIndexID: UInt64 = 0
-        /// The last sequence we sent; nil until the peer told us where to start.
-        var lastSent: Int64?
-        /// Versions this peer sent us and we applied (path → encoded vector): never sent back.
-        var received: [String: [UInt8]] = [:]
         /// Sealed chunks already pushed to this (storage) peer.
         var storedChunks: Set<ChunkID> = []
         /// What this peer holds of other origins' indexes (relays from a storage peer).
         var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
         var relayed = false
-        /// The last digest we sent this peer, and its latest one (anti-entropy).
-        var sentDigest: SessionMessage.Digest?
-        var theirDigest: SessionMessage.Digest?
-        /// Since when the digests differ while both sides are caught up.
-        var digestDifferSince: Date?
-        /// The sequence the peer announced last (hello, digest, manifests): what it holds of its own index.
-        var announced: UInt64 = 0
-        /// We asked this peer to resend its whole index (anti-entropy): its manifests below our
-        /// applied floor are expected on this session, applied, and not taken for replays.
-        var resending = false
-        /// Deletions minus creations of live paths applied from this peer on this session, and the
-        /// deletions alone: the receiver's mass-deletion guard counts a session's batches together.
-        var netDeleted = 0
-        var deleted = 0
-        /// Origins a change of which failed to apply on this session: nothing of theirs is
-        /// acknowledged any more until the session is redialled.
-        var failedOrigins: Set<UInt64> = []
         init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
     }
 
@@ -118,19 +95,14 @@ final class FolderExchange: @unchecked Sendable {
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
-        /// Why the last batch failed as a whole (cleared by the next batch that applies), e.g. a
-        /// full disk or chunk lists that did not arrive.
-        var batchError: String?
-        /// Paths whose change failed to apply, with the reason: retried until they apply or a
-        /// newer version of the path is recorded.
-        var failing: [String: String] = [:]
+    }
 
-        /// What `status` shows as `pullError`: nil when nothing is failing.
-        var pullError: String? {
-            let paths = failing.keys.sorted().prefix(5).map { "\(RelativePath.display($0)): \(failing[$0]!)" }
-            let all = (batchError.map { [$0] } ?? []) + paths + (failing.count > 5 ? ["and \(failing.count - 5) more paths"] : [])
-            return all.isEmpty ? nil : all.joined(separator: "; ")
-        }
+    /// What `status` shows as `pullError`: why the last batch failed as a whole, and the paths
+    /// whose change failed (retried until they apply or are superseded); nil when nothing fails.
+    static func pullError(failing: [String: String], batchError: String?) -> String? {
+        let paths = failing.keys.sorted().prefix(5).map { "\(RelativePath.display($0)): \(failing[$0]!)" }
+        let all = (batchError.map { [$0] } ?? []) + paths + (failing.count > 5 ? ["and \(failing.count - 5) more paths"] : [])
+        return all.isEmpty ? nil : all.joined(separator: "; ")
     }
 
     /// How long deleted files stay in `.syncd/trash/` (seconds) and how many conflict copies one
@@ -180,8 +152,11 @@ final class FolderExchange: @unchecked Sendable {
     /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down), and why.
     var stopped = false
     var stopReason = FolderExchange.removedReason
-    var guardState: ManifestGuard?
-    var inFlight: Set<[UInt64]> = []
+    /// The folder's replication state (SyncReplication.FolderModel): every session decision is
+    /// made there; this class carries its directives out.
+    var model: FolderModel
+    /// Sealed manifests being applied, by (origin, index id, last sequence): kept with the floor.
+    var sealedInFlight: [[UInt64]: (bytes: [UInt8], firstSequence: UInt64)] = [:]
     var links: [ShortDeviceID: PeerLink] = [:]
     var pending: [UInt32: PendingRequest] = [:]
     /// Peers that let a request time out: left out of the pull's sources until then.
@@ -189,17 +164,10 @@ final class FolderExchange: @unchecked Sendable {
     static let stallPause = 10.0
     var nextRequest: UInt32 = 0
     var counters = Counters()
-    /// Our latest digest (recomputed when the sequence moves), peers due a full index resend at
-    /// their next hello, and when each was last resent in full.
+    /// Our latest digest (recomputed when the sequence moves).
     var digestCache: SessionMessage.Digest?
-    var fullResync: Set<ShortDeviceID> = []
-    var lastRepair: [ShortDeviceID: Date] = [:]
     var digestTimer: DispatchSourceTimer?
     let digestQueue: DispatchQueue
-    /// Failed applies in a row per origin: the redial waits `retryBackoffBase` · 2ⁿ seconds.
-    var retryAttempts: [UInt64: Int] = [:]
-    static let retryBackoffBase = 0.5
-    static let retryBackoffMax = 8.0
     let work: DispatchQueue
     let pushQueue: DispatchQueue
     /// Chunks of small files fetched ahead for the whole batch, and where the batch's chunks sit
@@ -233,6 +201,10 @@ final class FolderExchange: @unchecked Sendable {
                                     signingKey: keys.signingKey)
         ids = keys.chunkIDKey.map { ChunkHasher(key: $0) }
         sealed = SealedChunkStore(directory: record.path + "/.syncd/sealed")
+        let progress = try store.remoteManifestProgress(folder: record.id)
+        model = FolderModel(me: device, indexID: indexID, access: Self.modelAccess(keys.access),
+                            sequence: UInt64(max(try store.sequence(folder: record.id), 0)),
+                            floors: progress.mapValues { ($0.indexID, $0.lastSequence) })
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
         digestQueue = DispatchQueue(label: "syncd.exchange.\(record.id).digest")
@@ -248,19 +220,15 @@ final class FolderExchange: @unchecked Sendable {
     /// A session for this folder is up: remember it and say hello. A session that got this far
     /// after `stop` (accepted or dialled just before) is closed instead.
     func attach(_ link: PeerLink) {
-        let refused: Bool = lock.withLock {
-            if stopped { return true }
+        let sequence = UInt64(max((try? store.sequence(folder: record.id)) ?? 0, 0))
+        let directives: [FolderModel.Directive]? = lock.withLock {
+            if stopped { return nil }
             links[link.device.short] = link; stalled[link.device.short] = nil
-            return false
+            _ = model.localIndexChanged(sequence: sequence, digest: nil)   // the hello says where we are
+            return model.sessionUp(link.device.short)
         }
-        if refused { link.close?(lock.withLock { stopReason }); return }
-        let access: SessionMessage.AccessByte = switch keys.access {
-        case .readWrite: .readWrite
-        case .readOnly: .readOnly
-        case .storage: .storage
-        }
-        let sequence = (try? store.sequence(folder: record.id)) ?? 0
-        link.send(.hello(.init(access: access, indexID: indexID, sequence: UInt64(max(sequence, 0)))))
+        guard let directives else { link.close?(lock.withLock { stopReason }); return }
+        perform(directives)
     }
 
     /// A session ended: its requests fail now (the stagers ask other peers at once, instead of
@@ -269,6 +237,7 @@ final class FolderExchange: @unchecked Sendable {
         let orphaned: [PendingRequest] = lock.withLock {
             guard links[link.device.short] === link else { return [] }
             links[link.device.short] = nil
+            _ = model.sessionDown(link.device.short)
             let gone = pending.filter { $0.value.peer == link.device.short }
             for id in gone.keys { pending[id] = nil }
             return Array(gone.values)
@@ -323,45 +292,34 @@ final class FolderExchange: @unchecked Sendable {
         if lock.withLock({ stopped }) { return .reply([]) }
         switch message {
         case .hello(let hello):
-            let resendAll = lock.withLock {
-                link.access = hello.access; link.indexID = hello.indexID; link.announced = hello.sequence
-                let all = fullResync.remove(link.device.short) != nil
-                link.resending = all
-                return all
+            let directives = lock.withLock {
+                link.access = hello.access
+                return model.received(.hello(access: Self.modelAccess(hello.access), indexID: hello.indexID, sequence: hello.sequence),
+                                      from: link.device.short, now: .now)
             }
-            // Tell the peer how far we hold its index, so it sends only what is newer (all of it
-            // after the anti-entropy digests disagreed).
-            let all = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
-            let progress = all[link.device.short]
-            let held = resendAll ? 0 : progress.map { $0.indexID == hello.indexID ? $0.lastSequence : 0 } ?? 0
-            var acks: [SessionMessage] = []
             if hello.access == .storage && keys.manifestKey != nil {
                 // A storage peer relays other devices' manifests: say how far we hold each origin.
-                acks = all.filter { $0.key != link.device.short }
-                    .map { .indexAck(origin: $0.key, indexID: $0.value.indexID, sequence: $0.value.lastSequence) }
+                let floors = lock.withLock { model.floors }
+                for (origin, f) in floors.sorted(by: { $0.key < $1.key }) where origin != link.device.short {
+                    link.send(.indexAck(origin: origin, indexID: f.indexID, sequence: f.sequence))
+                }
             }
-            return .reply(acks + [.indexAck(origin: link.device.short, indexID: hello.indexID, sequence: held)])
+            perform(directives)
+            return .reply([])
         case let .indexAck(origin, indexID, sequence):
             guard origin == me else {
                 lock.withLock { link.floors[origin] = (indexID, sequence) }
                 return .reply([])
             }
             if keys.manifestKey == nil { relayStoredManifests(to: link) }
-            let start: Bool = lock.withLock {
-                let matches = indexID == self.indexID
-                link.ackedIndexID = indexID
-                link.acked = matches ? sequence : 0
-                if link.lastSent == nil { link.lastSent = Int64(matches ? sequence : 0); return true }
-                return false
-            }
-            if start { pushLocalChanges() }
+            perform(lock.withLock { model.received(.indexAck(origin: origin, indexID: indexID, sequence: sequence), from: link.device.short, now: .now) })
             return .reply([])
         case .ping(let n):
             return .reply([.pong(n)])
         case .pong, .close:
             return .reply([])
         case .digest(let digest):
-            lock.withLock { link.theirDigest = digest; link.announced = max(link.announced, digest.sequence) }
+            perform(lock.withLock { model.received(.digest(Self.modelDigest(digest)), from: link.device.short, now: .now) })
             return .reply([])
         case .index(let bytes):
             return intake(bytes, from: link)
@@ -380,38 +338,86 @@ final class FolderExchange: @unchecked Sendable {
 
     // MARK: sending our index
 
-    /// Sends every connected peer the entries it has not seen, as sealed manifests. Only a
-    /// read-write secret can seal: read-only peers never send their edits (status shows them).
-    func pushLocalChanges() {
-        guard keys.signingKey != nil else { return }
+    /// Our index moved (a local change was recorded, or a peer's batch): every peer that holds
+    /// less of it is sent the rest, as sealed manifests. Only a read-write secret seals: read-only
+    /// peers never send their edits (status shows them).
+    func indexMoved() {
+        guard let sequence = try? store.sequence(folder: record.id) else { return }
+        perform(lock.withLock { model.localIndexChanged(sequence: UInt64(max(sequence, 0)), digest: nil) })
+    }
+
+    /// `.readIndex`: the entries after `after`, read here and handed back to the model, which
+    /// makes the manifest (without what the peer gave us) — on `pushQueue`, one peer at a time.
+    func readIndex(for peer: ShortDeviceID, after: UInt64, limit: Int) {
         pushQueue.async { [self] in
-            let targets = lock.withLock { links.values.filter { $0.lastSent != nil } }
-            for link in targets {
-                while true {
-                    let from = lock.withLock { link.lastSent ?? 0 }
-                    guard let batch = try? store.entries(folder: record.id, after: from, limit: Self.entriesPerManifest),
-                          let last = batch.last else { break }
-                    // What came from this peer goes back as a bare sequence advance, not as entries.
-                    let entries = lock.withLock {
-                        batch.filter { e in
-                            guard let v = link.received[e.path], v == e.version.encoded else { return true }
-                            link.received[e.path] = nil
-                            return false
-                        }
-                    }
-                    let (listed, pieces) = withPieces(entries)
-                    guard let manifest = try? SealedManifest.seal(listed, origin: me, indexID: indexID, keys: manifestKeys,
-                                                                  sequences: (UInt64(batch[0].sequence), UInt64(last.sequence)))
-                    else { break }
-                    if lock.withLock({ link.access == .storage }) { storeChunks(of: entries, pieces: pieces, on: link) }
-                    let bytes = manifest.encoded
-                    lock.withLock {
-                        link.lastSent = last.sequence
-                        counters.bytesOut += Int64(bytes.count)
-                    }
-                    link.send(.index(bytes))
+            guard let batch = try? store.entries(folder: record.id, after: Int64(after), limit: limit), !batch.isEmpty else { return }
+            perform(lock.withLock { model.indexRead(for: peer, after: after, batch) })
+        }
+    }
+
+    /// A manifest of ours for `peer`: sealed (long chunk lists as pieces), chunks pushed first to
+    /// a storage peer, then sent.
+    func sendManifest(_ batch: FolderModel.Batch, to peer: ShortDeviceID) {
+        guard let link = lock.withLock({ links[peer] }) else { return }
+        let (listed, pieces) = withPieces(batch.entries)
+        guard let manifest = try? SealedManifest.seal(listed, origin: me, indexID: indexID, keys: manifestKeys,
+                                                      sequences: (batch.firstSequence, batch.lastSequence)) else { return }
+        if link.access == .storage { storeChunks(of: batch.entries, pieces: pieces, on: link) }
+        let bytes = manifest.encoded
+        lock.withLock { counters.bytesOut += Int64(bytes.count) }
+        link.send(.index(bytes))
+    }
+
+    /// Carries out the model's directives (SyncReplication.FolderModel.Directive).
+    func perform(_ directives: [FolderModel.Directive]) {
+        for directive in directives {
+            switch directive {
+            case let .send(peer, .manifest(batch)):
+                sendManifest(batch, to: peer)
+            case let .send(peer, message):
+                lock.withLock { links[peer] }?.send(Self.wire(message))
+            case let .readIndex(peer, after, limit):
+                readIndex(for: peer, after: after, limit: limit)
+            case let .apply(id, peer, batch):
+                work.async { [self] in runApply(id, from: peer, batch) }
+            case let .recordFloor(origin, indexID, sequence):
+                let key = [origin, indexID, sequence]
+                guard let sealed = lock.withLock({ sealedInFlight[key] }) else { continue }
+                do {
+                    try store.storeRemoteManifest(folder: record.id, origin: origin, indexID: indexID,
+                                                  firstSequence: sealed.firstSequence, lastSequence: sequence, sealed: sealed.bytes)
+                } catch {
+                    logger.error("cannot record how far \(origin.hex)'s index is applied: \(error)")
                 }
+            case let .closeSession(peer, reason, after):
+                guard let link = lock.withLock({ links[peer] }) else { continue }
+                if after == .zero { link.close?(reason); continue }
+                DispatchQueue.global().asyncAfter(deadline: .now() + Self.seconds(after)) { link.close?(reason) }
             }
+        }
+    }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    static func modelAccess(_ a: SessionMessage.AccessByte) -> FolderModel.Access {
+        switch a { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
+    }
+
+    static func modelAccess(_ a: AccessKind) -> FolderModel.Access {
+        switch a { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
+    }
+
+    static func modelDigest(_ d: SessionMessage.Digest) -> FolderModel.Digest { .init(sequence: d.sequence, liveCount: d.liveCount, hash: d.hash) }
+
+    /// The wire form of the model's messages (manifests are sealed by `sendManifest`).
+    static func wire(_ m: FolderModel.Message) -> SessionMessage {
+        switch m {
+        case let .hello(access, indexID, sequence):
+            let byte: SessionMessage.AccessByte = switch access { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
+            return .hello(.init(access: byte, indexID: indexID, sequence: sequence))
+        case let .indexAck(origin, indexID, sequence): return .indexAck(origin: origin, indexID: indexID, sequence: sequence)
+        case .digest(let d): return .digest(.init(sequence: d.sequence, liveCount: d.liveCount, hash: d.hash))
+        case .manifest: preconditionFailure("manifests are sealed by sendManifest")
         }
     }
 
@@ -483,91 +489,57 @@ final class FolderExchange: @unchecked Sendable {
 
     // MARK: receiving manifests
 
-    /// A sealed manifest: verified by everyone; storage peers keep it, the others apply it.
+    /// A sealed manifest: verified by everyone (signature, paths), then admitted by the model
+    /// (replay floor, a copy of a batch in flight) and applied one at a time; storage peers keep it.
     func intake(_ bytes: [UInt8], from link: PeerLink) -> Outcome {
         let manifest: SealedManifest
         do { manifest = try SealedManifest(decoding: bytes) } catch { return .refuse("malformed manifest: \(error)") }
         do { try manifest.verify(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
         let header = manifest.header
+        var entries: [FileEntry] = []
+        if keys.manifestKey != nil {
+            let listed: [ManifestEntry]
+            do { listed = try manifest.open(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
+            if let bad = listed.map(\.entry).first(where: { RelativePath.validate($0.path) != nil || $0.path == ".syncd" || $0.path.hasPrefix(".syncd/") }) {
+                return .refuse("refused manifest: invalid path \(bad.path.debugDescription)")
+            }
+            // Chunk lists sent as pieces are resolved when the batch is applied.
+            entries = listed.map(\.entry)
+        }
+        let batch = FolderModel.Batch(origin: header.origin, indexID: header.indexID, firstSequence: header.firstSequence,
+                                      lastSequence: header.lastSequence, entries: entries)
         let key = [header.origin, header.indexID, header.lastSequence]
-        var resent = false
-        let verdict: Outcome? = lock.withLock {
-            let floor = loadGuard()
-            if floor.admit(header) == .duplicate && link.access == .storage && header.origin != link.device.short {
-                // A storage peer relaying what we already got from the writer itself: not an attack.
-                return .reply([])
-            }
-            if floor.admit(header) == .duplicate && link.resending && header.origin == link.device.short && !inFlight.contains(key) {
-                resent = true   // the full resend we asked for: applied again, the floor stays where it is
-            } else if floor.admit(header) != .accept || inFlight.contains(key) {
-                let held = floor.seen[header.origin]?.lastSequence ?? 0
-                return .refuse("refused manifest: replayed or older than what we hold (origin \(String(header.origin, radix: 16)) "
-                    + "sequence \(header.lastSequence) ≤ \(held))")
-            }
+        let directives: [FolderModel.Directive] = lock.withLock {
+            let out = model.received(.manifest(batch), from: link.device.short, now: .now)
+            if model.isPending(batch) { sealedInFlight[key] = (bytes, header.firstSequence) }
             counters.bytesIn += Int64(bytes.count)
-            if header.origin == link.device.short { link.announced = max(link.announced, header.lastSequence) }
-            return nil
+            return out
         }
-        if let verdict { return verdict }
-        let isResend = resent
-        guard keys.manifestKey != nil else {
-            // Storage: keeping it is applying it.
-            do { try recordApplied(header, bytes) } catch { return .refuse("cannot store manifest: \(error)") }
-            return .reply([.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence)])
+        // A refusal closes this session with its reason.
+        for case let .closeSession(peer, reason, after) in directives where peer == link.device.short && after == .zero {
+            return .refuse(reason)
         }
-        let entries: [ManifestEntry]
-        do { entries = try manifest.open(keys: manifestKeys) } catch { return .refuse("refused manifest: \(error)") }
-        if let bad = entries.map(\.entry).first(where: { RelativePath.validate($0.path) != nil || $0.path == ".syncd" || $0.path.hasPrefix(".syncd/") }) {
-            return .refuse("refused manifest: invalid path \(bad.path.debugDescription)")
-        }
-        lock.withLock { _ = inFlight.insert(key) }
-        work.async { [self] in
-            guard !lock.withLock({ stopped }) else {   // queued before `stop`: not applied, not acknowledged
-                lock.withLock { _ = inFlight.remove(key) }
-                return
-            }
-            // Once a change of this origin failed on this session, later manifests of the origin
-            // are still applied (their changes land) but not recorded or acknowledged: what this
-            // device holds of an origin is a prefix without gaps, so the origin keeps resending
-            // from the failed change until it applies or a newer version replaces it.
-            let blocked = lock.withLock { link.failedOrigins.contains(header.origin) }
-            let ok = apply(entries, origin: header.origin, from: link)
-            lock.withLock { _ = inFlight.remove(key) }
-            if ok && !blocked, isResend || (try? recordApplied(header, bytes)) != nil {
-                link.send(.indexAck(origin: header.origin, indexID: header.indexID, sequence: header.lastSequence))
-                if keys.manifestKey != nil { lock.withLock { retryAttempts[header.origin] = nil } }
-                return
-            }
-            let (first, delay): (Bool, Double) = lock.withLock {
-                guard link.failedOrigins.insert(header.origin).inserted else { return (false, 0) }
-                let attempt = retryAttempts[header.origin, default: 0]
-                retryAttempts[header.origin] = attempt + 1
-                return (true, min(Self.retryBackoffMax, Self.retryBackoffBase * Double(1 << min(attempt, 10))))
-            }
-            // A chunk the peer no longer has, a path in the way, a full disk, a paused folder:
-            // start over after a backoff; the peer then resends its current entries from our floor.
-            guard first else { return }
-            DispatchQueue.global().asyncAfter(deadline: .now() + delay) { link.close?("resynchronizing after a failed apply") }
-        }
+        perform(directives)
         return .reply([])
     }
 
-    func recordApplied(_ header: SealedManifest.Header, _ bytes: [UInt8]) throws {
-        try store.storeRemoteManifest(folder: record.id, origin: header.origin, indexID: header.indexID,
-                                      firstSequence: header.firstSequence, lastSequence: header.lastSequence, sealed: bytes)
-        lock.withLock {
-            var floor = loadGuard()
-            floor.record(header)
-            guardState = floor
+    /// `.apply`: plans, fetches, stages and places the batch (FolderExchange+Apply.swift) — or,
+    /// on a storage peer, keeps the sealed manifest — then tells the model how it went.
+    func runApply(_ id: FolderModel.BatchID, from peer: ShortDeviceID, _ batch: FolderModel.Batch) {
+        let key = [batch.origin, batch.indexID, batch.lastSequence]
+        let result: FolderModel.ApplyResult
+        if keys.manifestKey == nil {
+            result = .ok   // storage: keeping it is applying it (recordFloor stores the sealed bytes)
+        } else if let link = lock.withLock({ links[peer] }), let sealed = lock.withLock({ sealedInFlight[key] }),
+                  let listed = try? SealedManifest(decoding: sealed.bytes).open(keys: manifestKeys) {
+            result = apply(id, listed, origin: batch.origin, from: link)
+        } else {
+            result = .init(batchError: "the session with \(peer.hex) ended before its changes applied")
         }
-    }
-
-    func loadGuard() -> ManifestGuard {
-        if let guardState { return guardState }
-        let progress = (try? store.remoteManifestProgress(folder: record.id)) ?? [:]
-        let loaded = ManifestGuard(seen: progress.mapValues { .init(indexID: $0.indexID, lastSequence: $0.lastSequence) })
-        guardState = loaded
-        return loaded
+        let directives = lock.withLock { model.applied(id, result, now: .now) }
+        perform(directives)
+        lock.withLock { if !model.isPending(batch) { sealedInFlight[key] = nil } }
+        if result.isOK { indexMoved() }   // pass them on to other peers (not back to this one)
     }
 
     /// A chunk for a peer: plaintext from our files (read-write and read-only), a sealed chunk
@@ -610,17 +582,20 @@ final class FolderExchange: @unchecked Sendable {
         var digest: String
     }
 
-    var snapshot: (counters: Counters, peers: [PeerStatus]) {
-        let floor = loadGuardLocked()
-        let current = lock.withLock { Array(links.values) }
-        let digests = current.map(digestState)
+    /// What `status` shows: the counters, why applies fail (nil when nothing does), and per peer
+    /// what the model knows of its session.
+    var snapshot: (counters: Counters, pullError: String?, peers: [PeerStatus]) {
+        _ = currentDigest()   // the model compares the latest one
         return lock.withLock {
-            (counters, zip(current, digests).map { link, digest in
-                PeerStatus(device: link.device.description, connected: true,
-                           acked: link.ackedIndexID == indexID ? link.acked : 0,
-                           applied: floor.seen[link.device.short].map { $0.indexID == link.indexID ? $0.lastSequence : 0 } ?? 0,
-                           announced: link.access == .readWrite ? link.announced : 0, digest: digest)
-            })
+            let peers = links.values.sorted { $0.device.short < $1.device.short }.map { link -> PeerStatus in
+                let s = model.sessions[link.device.short]
+                return PeerStatus(device: link.device.description, connected: true,
+                                  acked: s.map { $0.ackedIndexID == indexID ? $0.acked : 0 } ?? 0,
+                                  applied: model.applied(of: link.device.short),
+                                  announced: s?.access == .readWrite ? s!.announced : 0,
+                                  digest: model.digestState(link.device.short))
+            }
+            return (counters, Self.pullError(failing: model.failing, batchError: model.batchError), peers)
         }
     }
 }

@@ -180,6 +180,13 @@ public struct FolderModel: Sendable {
     /// Whether anything is queued or applying.
     public var isApplying: Bool { applying != nil || !queue.isEmpty }
 
+    /// Whether a batch with `batch`'s origin, index id and last sequence is queued or applying.
+    public func isPending(_ batch: Batch) -> Bool {
+        (queue + (applying.map { [$0] } ?? [])).contains {
+            $0.batch.origin == batch.origin && $0.batch.indexID == batch.indexID && $0.batch.lastSequence == batch.lastSequence
+        }
+    }
+
     /// Whether digests with `peer` can be compared (both read-write).
     public func comparesDigests(with peer: ShortDeviceID) -> Bool {
         access == .readWrite && sessions[peer]?.access == .readWrite
@@ -257,9 +264,7 @@ public struct FolderModel: Sendable {
         // Only what the origin itself signs counts (in the shell: the manifest signature); a
         // read-only device never sends, and a storage device only relays others' batches.
         let floor = floors[batch.origin].map { $0.indexID == batch.indexID ? $0.sequence : 0 } ?? 0
-        let pendingSame = (queue + (applying.map { [$0] } ?? [])).contains {
-            $0.batch.origin == batch.origin && $0.batch.indexID == batch.indexID && $0.batch.lastSequence == batch.lastSequence
-        }
+        let pendingSame = isPending(batch)
         var resend = false
         if batch.lastSequence <= floor {
             if sessions[peer]!.resending && batch.origin == peer && !pendingSame {
@@ -354,11 +359,13 @@ public struct FolderModel: Sendable {
         return [.readIndex(peer: peer, after: sent, limit: configuration.entriesPerManifest)]
     }
 
-    /// The entries of our index after what `peer` was last sent (ascending sequences), as read
-    /// for `.readIndex`: one manifest, without the versions the peer gave us.
-    public mutating func indexRead(for peer: ShortDeviceID, _ entries: [FileEntry]) -> [Directive] {
-        guard let s = sessions[peer], let sent = s.lastSent, let first = entries.first, let last = entries.last,
-              UInt64(max(last.sequence, 0)) > sent else { return [] }
+    /// The entries of our index after `after` (ascending sequences), as read for `.readIndex`:
+    /// one manifest, without the versions the peer gave us. A read that started from what is no
+    /// longer the last sequence sent (two reads crossed) is dropped and asked again.
+    public mutating func indexRead(for peer: ShortDeviceID, after: UInt64, _ entries: [FileEntry]) -> [Directive] {
+        guard let s = sessions[peer], let sent = s.lastSent else { return [] }
+        guard sent == after else { return readIndexIfBehind(peer) }
+        guard let first = entries.first, let last = entries.last, UInt64(max(last.sequence, 0)) > sent else { return [] }
         var received = s.received
         let listed = entries.filter { e in
             guard let v = received[e.path], v == e.version else { return true }

@@ -56,7 +56,7 @@ final class FolderStopTests: XCTestCase {
         XCTAssertEqual(exchange.digestTimer?.isCancelled, true)
         XCTAssertEqual(exchange.handle(.digest(.init(sequence: 1, liveCount: 1, hash: Array(repeating: 0, count: 32))), from: open.link),
                        .reply([]), "what a closing session still delivers is dropped")
-        XCTAssertNil(open.link.theirDigest)
+        XCTAssertNil(exchange.lock.withLock { exchange.model.sessions[open.link.device.short]?.theirDigest })
 
         // Accepted or dialled just before the stop, established just after: closed, never attached.
         let late = Session()

@@ -350,7 +350,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
             case let .send(to, message):
                 send(message, from: p.id, to: to)
             case let .readIndex(peer, after, limit):
-                perform(p, p.model.indexRead(for: peer, p.index.after(after, limit: limit)))
+                perform(p, p.model.indexRead(for: peer, after: after, p.index.after(after, limit: limit)))
             case let .apply(id, from, batch):
                 p.job = ApplyJob(id: id, from: from, batch: batch)
                 p.jobAt = now + .milliseconds(rng.next(below: 40))
