@@ -429,7 +429,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         }
         if p.fs.crashed { return .init(batchError: "crashed") }
         note("apply on \(p.id) from \(job.from) (origin \(job.batch.origin)): " + steps.map { "\($0)" }.joined(separator: "; ")
-             + " conflictsLocal \(plan.conflictsLocal) done \(placed.done.map(\.path)) failed \(placed.failed.map { "\($0.path): \($0.error)" }) kept \(placed.keptEdits)")
+             + " conflictsLocal \(plan.conflictsLocal.sorted { $0.key < $1.key }) done \(placed.done.map(\.path)) failed \(placed.failed.map { "\($0.path): \($0.error)" }) kept \(placed.keptEdits)")
         for f in placed.failed { failed[f.path] = "\(f.error)" }
         // Record what was placed, with what is on disk now (the daemon's recordRemoteEntries).
         for (e, placedHere) in plan.recordOnly.map({ ($0, false) }) + placed.done.map({ ($0, true) }) {
