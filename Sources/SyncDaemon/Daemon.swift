@@ -22,8 +22,13 @@ public final class Daemon: @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var control: ControlServer?
     private let lock = Lock()
-    private var folders: [String: FolderService] = [:]   // by path
-    private var exchanges: [[UInt8]: FolderExchange] = [:]   // by public folder id
+    /// Every shared folder at run time (its scanner and replication halves), by path.
+    private var folders: [String: FolderRuntime] = [:]
+
+    /// The folders that serve sessions, by public folder id (what the session listener routes by).
+    private var exchanges: [[UInt8]: FolderExchange] {
+        Dictionary(folders.values.compactMap { r in r.exchange.map { (r.folderID, $0) } }, uniquingKeysWith: { a, _ in a })
+    }
     private var sessions: SessionServer?
     private var gossip: GossipService?
     private var dialing: Set<[UInt64]> = []
@@ -114,8 +119,9 @@ public final class Daemon: @unchecked Sendable {
         await release()
     }
 
-    /// After every part stopped: the event loops end and the home is unlocked.
+    /// After every part stopped: the index is checkpointed, the event loops end and the home is unlocked.
     private func release() async {
+        do { try store.checkpoint() } catch { logger.warning("cannot checkpoint the index at stop: \(error)") }
         try? await self.group.shutdownGracefully()
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
         logger.info("stopped")
@@ -137,12 +143,9 @@ public final class Daemon: @unchecked Sendable {
     /// Every folder stops: its sessions are closed, and its apply or scan in flight is waited for
     /// until the stop timeout (`DaemonConfiguration.Lifecycle`), the same for all folders.
     private func stopFolders() {
-        let stopping = lock.withLock { () -> [(FolderService, FolderExchange?)] in
-            defer { folders = [:]; exchanges = [:] }
-            return folders.values.map { ($0, exchanges[$0.keys.folderID]) }
-        }
+        let stopping = lock.withLock { () -> [FolderRuntime] in defer { folders = [:] }; return Array(folders.values) }
         let deadline = DispatchTime.now() + configuration.lifecycle.stopTimeout
-        stopping.forEach { stop($0.0, $0.1, before: deadline, reason: FolderExchange.shutdownReason) }
+        stopping.forEach { $0.stop(before: deadline, reason: FolderExchange.shutdownReason, logger: logger) }
     }
 
     private func startSessions() throws {
@@ -200,30 +203,19 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func startService(_ record: FolderRecord, _ secret: FolderSecret) {
-        let service = FolderService(record: record, secret: secret, store: store, device: identity.deviceID.short,
-                                    configuration: configuration, logger: logger)
-        lock.withLock { folders[record.path] = service }
-        do {
-            let exchange = try FolderExchange(record: record, keys: service.keys, store: store,
-                                              device: identity.deviceID.short, logger: logger,
-                                              replication: configuration.replication)
-            exchange.service = service
-            exchange.rtt = { [sessionTable] in sessionTable.rtt(of: $0) }
-            service.exchange = exchange
-            let folderID = service.keys.folderID, me = identity.deviceID.short
-            exchange.announcedPeers = { [weak self] in
+        let me = identity.deviceID.short, folderID = secret.keys.folderID
+        let runtime = FolderRuntime(
+            record: record, secret: secret, store: store, device: me, configuration: configuration, logger: logger,
+            rtt: { [sessionTable] in sessionTable.rtt(of: $0) },
+            announcedPeers: { [weak self] in
                 let members = self?.lock.withLock { self?.gossip }?.members ?? []
                 return Set(members.filter { m in
                     m.status == .alive && m.name != me
                         && (MemberMeta(decoding: m.meta)?.folders.contains { $0.folderID == folderID } ?? false)
                 }.map(\.name))
-            }
-            service.onIndexChanged = { [weak exchange] in exchange?.indexMoved() }
-            lock.withLock { exchanges[exchange.folderID] = exchange }
-        } catch {
-            logger.error("folder \(record.path): cannot serve sessions (\(error))")
-        }
-        service.start()
+            })
+        lock.withLock { folders[record.path] = runtime }
+        runtime.start()
     }
 
     // MARK: gossip
@@ -247,7 +239,7 @@ public final class Daemon: @unchecked Sendable {
             cipher: cipher, snapshotPath: configuration.home.path + "/members.json", beaconPort: configuration.network.beaconPort,
             logger: logger,
             metaSource: { [weak self] in
-                let services = self?.lock.withLock { Array(self?.folders.values ?? [:].values) } ?? []
+                let services = self?.lock.withLock { self?.folders.values.map(\.service) } ?? []
                 let folders = services.sorted { $0.record.id < $1.record.id }.map { s in
                     MemberMeta.Folder(folderID: s.keys.folderID, sequence: UInt64(max(0, (try? store.sequence(folder: s.record.id)) ?? 0)))
                 }
@@ -364,7 +356,7 @@ public final class Daemon: @unchecked Sendable {
             case .remove: return try remove(request)
             case .flush:
                 // `syncd wait`: writes that completed before it started are scanned first.
-                guard let path = request.path, let service = lock.withLock({ folders[FolderPaths.normalize(path)] }) else {
+                guard let path = request.path, let service = lock.withLock({ folders[FolderPaths.normalize(path)]?.service }) else {
                     throw StoreError.noSuchFolder(request.path ?? "")
                 }
                 return service.flushPendingChanges() ? ControlResponse(ok: true) : .failure("the folder's watcher did not answer")
@@ -376,9 +368,9 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func status(path: String?) throws -> StatusReport {
-        let services = lock.withLock { folders.values.sorted { $0.record.path < $1.record.path } }
+        let runtimes = lock.withLock { folders.values.sorted { $0.record.path < $1.record.path } }
         var list: [StatusReport.Folder] = []
-        for s in services where path == nil || s.record.path == FolderPaths.normalize(path!) {
+        for s in runtimes.map(\.service) where path == nil || s.record.path == FolderPaths.normalize(path!) {
             let stats = try store.stats(folder: s.record.id)
             let state = s.currentState
             var error: String?
@@ -389,7 +381,7 @@ public final class Daemon: @unchecked Sendable {
                               localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
                               watching: s.isWatching,
                               remoteManifests: try store.remoteManifestCount(folder: s.record.id)))
-            if let exchange = lock.withLock({ exchanges[s.keys.folderID] }) {
+            if let exchange = lock.withLock({ folders[s.record.path]?.exchange }) {
                 let (counters, pullError, connected) = exchange.snapshot
                 list[list.count - 1].needFiles = counters.needFiles
                 list[list.count - 1].needBytes = counters.needBytes
@@ -445,7 +437,7 @@ public final class Daemon: @unchecked Sendable {
     /// `syncd accept-deletions PATH`: what is missing from PATH is deleted on purpose.
     private func acceptDeletions(_ request: ControlRequest) throws -> ControlResponse {
         let path = FolderPaths.normalize(request.path ?? "")
-        guard let service = lock.withLock({ folders[path] }) else { throw StoreError.noSuchFolder(path) }
+        guard let service = lock.withLock({ folders[path]?.service }) else { throw StoreError.noSuchFolder(path) }
         return ControlResponse(ok: true, folderId: service.record.folderID, deletions: try service.acceptDeletions())
     }
 
@@ -455,28 +447,17 @@ public final class Daemon: @unchecked Sendable {
     private func remove(_ request: ControlRequest) throws -> ControlResponse {
         guard let raw = request.path else { return .failure("remove needs a path") }
         let path = FolderPaths.normalize(raw)
-        let removed: (FolderService, FolderExchange?)? = lock.withLock {
-            guard let service = folders.removeValue(forKey: path) else { return nil }
-            let exchange = exchanges.removeValue(forKey: service.keys.folderID)
-            lastUnconfirmedDial = lastUnconfirmedDial.filter { $0.key.last != UInt64(max(0, service.record.id)) }
-            return (service, exchange)
+        let removed: FolderRuntime? = lock.withLock {
+            guard let runtime = folders.removeValue(forKey: path) else { return nil }
+            lastUnconfirmedDial = lastUnconfirmedDial.filter { $0.key.last != UInt64(max(0, runtime.record.id)) }
+            return runtime
         }
-        guard let (service, exchange) = removed else { throw StoreError.noSuchFolder(path) }
+        guard let removed else { throw StoreError.noSuchFolder(path) }
+        let service = removed.service
         lock.withLock { gossip }?.metaChanged()
-        stop(service, exchange, before: .now() + configuration.lifecycle.stopTimeout, reason: FolderExchange.removedReason)
+        removed.stop(before: .now() + configuration.lifecycle.stopTimeout, reason: FolderExchange.removedReason, logger: logger)
         try store.removeFolder(id: service.record.id)
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
-    }
-
-    /// Stops a folder: its exchange first (sessions closed, the apply in flight finished), then its
-    /// scans; each waits no later than `deadline`, so stopping never hangs.
-    private func stop(_ service: FolderService, _ exchange: FolderExchange?, before deadline: DispatchTime, reason: String) {
-        if let exchange, !exchange.stop(waitingUntil: deadline, reason: reason) {
-            logger.warning("folder \(service.record.path): an apply was still running when the stop timeout passed")
-        }
-        if !service.stop(waitingUntil: deadline) {
-            logger.warning("folder \(service.record.path): a scan was still running when the stop timeout passed")
-        }
     }
 }

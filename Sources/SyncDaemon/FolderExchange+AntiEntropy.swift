@@ -47,7 +47,7 @@ extension FolderExchange {
     /// mid-apply or mid-scan is stale at once — the digest goes to the peers whose differs, and
     /// digests that stay different between caught-up peers close the session for a full resend.
     func antiEntropyTick() {
-        let moving = lock.withLock { counters.needFiles > 0 } || (service?.isBusy ?? true)
+        let moving = lock.withLock { counters.needFiles > 0 } || scanner.isBusy()
         let ours = moving ? nil : currentDigest()
         perform(lock.withLock { () -> [FolderModel.Directive] in
             if let ours { _ = model.localIndexChanged(sequence: ours.sequence, digest: Self.modelDigest(ours)) }

@@ -18,7 +18,7 @@ extension FolderExchange {
     /// (`FolderModel.massDeletionHeld`) holds a batch that would delete most of our live files,
     /// from a peer that holds fewer, until the user runs `syncd accept-deletions` here.
     func apply(_ id: FolderModel.BatchID, _ listed: [ManifestEntry], origin: ShortDeviceID, from link: PeerLink) -> FolderModel.ApplyResult {
-        guard let service, !service.isPaused else { return .init(batchError: "the folder is paused") }
+        guard !scanner.isPaused() else { return .init(batchError: "the folder is paused") }
         var clock = StageClock()
         defer { renames = [:] }
         let entries: [FileEntry]
@@ -43,7 +43,7 @@ extension FolderExchange {
         do {
             let live = (try? store.stats(folder: record.id)).map { $0.files + $0.symlinks + $0.directories } ?? 0
             let held: String? = lock.withLock {
-                model.deletionsAccepted = service.deletionsAccepted
+                model.deletionsAccepted = scanner.deletionsAccepted()
                 return model.massDeletionHeld(id, deleting: counts.deleting, creating: counts.creating, liveHere: live)
             }
             if let held {
@@ -70,7 +70,7 @@ extension FolderExchange {
         } catch {
             logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
             cleanStaged(steps)
-            if "\(error)" == "disk full" { service.pauseForFullDisk(needed: bytesNeeded) }
+            if "\(error)" == "disk full" { scanner.pauseForFullDisk(bytesNeeded) }
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
         }
         guard !steps.isEmpty || !applied.isEmpty || !unplaced.isEmpty else { return .init(deleted: counts.deleting, created: counts.creating) }
@@ -80,7 +80,7 @@ extension FolderExchange {
         do {
             if !syncEach { try flush() }
             clock.lap("flush")
-            try service.exclusive {
+            try scanner.exclusive {
                 clock.lap("wait")
                 // The plan was made against the index as it was before staging; a scan may have
                 // recorded a local edit since. Placing now would overwrite that edit unseen, so

@@ -144,7 +144,22 @@ final class FolderExchange: @unchecked Sendable {
     let me: ShortDeviceID
     let indexID: UInt64
     var logger: Logger
-    weak var service: FolderService?
+    /// What an apply needs of the folder's scanner side (`FolderService`), wired by `FolderRuntime`.
+    struct Scanner: Sendable {
+        var isPaused: @Sendable () -> Bool
+        /// A scan is queued or running (a digest taken now would be stale).
+        var isBusy: @Sendable () -> Bool
+        /// The user ran `syncd accept-deletions` in the last minutes.
+        var deletionsAccepted: @Sendable () -> Bool
+        var pauseForFullDisk: @Sendable (_ needed: Int64) -> Void
+        /// Runs `body` with no scan running (placing and recording a batch).
+        var exclusive: @Sendable (_ body: () throws -> Void) throws -> Void
+
+        /// A folder with no scanner side: paused.
+        static let none = Scanner(isPaused: { true }, isBusy: { true }, deletionsAccepted: { false },
+                                  pauseForFullDisk: { _ in }, exclusive: { _ in throw PullError(description: "the folder is stopping") })
+    }
+    var scanner = Scanner.none
     /// Live members that gossip says hold this folder (set by the daemon).
     var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 

@@ -86,7 +86,7 @@ extension FolderService {
     /// Pulls back up to 1,000 set-aside entries through the exchange; paths no peer can serve
     /// are asked for again 30 s later (a file only this device ever had stays set aside).
     func restoreFromPeers() {
-        guard let exchange, !isPaused else { return }
+        guard let restore, !isPaused else { return }
         let now = DispatchTime.now().uptimeNanoseconds
         let skip: Set<String>? = lock.withLock {
             guard !restoring, !stopped else { return nil }
@@ -102,7 +102,7 @@ extension FolderService {
             queue.async { [weak self] in self?.settleUnknown() }
             return
         }
-        exchange.restore(Array(batch)) { [weak self] unavailable in
+        restore(Array(batch)) { [weak self] unavailable in
             guard let self else { return }
             let retry = DispatchTime.now().uptimeNanoseconds + 30_000_000_000
             lock.withLock {
@@ -150,7 +150,7 @@ extension FolderExchange {
         work.async { [self] in
             let connected = lock.withLock { links.values.filter { $0.access != nil } }
             guard let link = connected.first(where: { $0.access != .storage }) ?? connected.first,
-                  service.map({ !$0.isPaused }) == true else { return done([]) }
+                  !scanner.isPaused() else { return done([]) }
             // Not a peer's batch: batch id 0, which the model's mass-deletion guard does not hold.
             defer { indexMoved() }   // what came back goes on to the other peers
             if apply(0, entries.map { ManifestEntry($0) }, origin: link.device.short, from: link).isOK { return done([]) }

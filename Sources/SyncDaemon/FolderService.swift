@@ -61,8 +61,9 @@ final class FolderService: @unchecked Sendable {
     /// Set-aside paths no peer could serve, and when (uptime ns) to ask again.
     var unavailable: [String: UInt64] = [:]
     var recoveryTimer: DispatchSourceTimer?
-    /// Where set-aside entries are pulled back from (set by the daemon).
-    weak var exchange: FolderExchange?
+    /// Pulls set-aside entries back from the peers; `done` gets the paths none could serve
+    /// (wired by `FolderRuntime` to `FolderExchange.restore`).
+    var restore: (@Sendable (_ entries: [FileEntry], _ done: @escaping @Sendable ([String]) -> Void) -> Void)?
     /// Called after every committed batch of local changes (the push path to peers).
     var onIndexChanged: (@Sendable () -> Void)?
 

@@ -447,6 +447,12 @@ public struct IndexStore: Sendable {
         }
     }
 
+    /// Moves everything in the write-ahead log into the database file and empties the log (a clean
+    /// stop): `index.db` alone then holds the whole index, for a copy or a backup.
+    public func checkpoint() throws {
+        try writer.writeWithoutTransaction { try $0.checkpoint(.truncate) }
+    }
+
     public func stats(folder: Int64) throws -> FolderStats {
         try writer.read { db in
             var s = FolderStats()

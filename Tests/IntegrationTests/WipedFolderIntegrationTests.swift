@@ -163,6 +163,7 @@ final class WipedFolderIntegrationTests: XCTestCase, ClusterTesting {
         let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: path))
         let size = handle.seekToEndOfFile()
         XCTAssertGreaterThan(size, UInt64(pages * 4096), "an index with pages to damage")
+        guard size > UInt64(pages * 4096) else { return handle.closeFile() }
         handle.seek(toFileOffset: UInt64(pages * 4096))
         handle.write(Data((0..<(Int(size) - pages * 4096)).map { UInt8(truncatingIfNeeded: $0 &* 131 &+ 17) }))
         handle.closeFile()
