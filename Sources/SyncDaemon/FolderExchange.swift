@@ -356,9 +356,10 @@ final class FolderExchange: @unchecked Sendable {
     /// Our index moved (a local change was recorded, or a peer's batch): every peer that holds
     /// less of it is sent the rest, as sealed manifests. Only a read-write secret seals: read-only
     /// peers never send their edits (status shows them).
-    func indexMoved() {
+    /// `localChanges`: the paths of local changes just recorded (they supersede failed changes).
+    func indexMoved(localChanges: [String] = []) {
         guard let sequence = try? store.sequence(folder: record.id) else { return }
-        perform(lock.withLock { model.localIndexChanged(sequence: UInt64(max(sequence, 0)), digest: nil) })
+        perform(lock.withLock { model.localIndexChanged(sequence: UInt64(max(sequence, 0)), digest: nil, changed: localChanges) })
     }
 
     /// `.readIndex`: the entries after `after`, read here and handed back to the model, which

@@ -48,7 +48,7 @@ final class FolderRuntime: Sendable {
                 try service.exclusive(body)
             })
         // What the scanner side needs of the replication side.
-        service.onIndexChanged = { [weak exchange] in exchange?.indexMoved() }
+        service.onIndexChanged = { [weak exchange] paths in exchange?.indexMoved(localChanges: paths) }
         service.restore = { [weak exchange] entries, done in
             guard let exchange else { return done([]) }
             exchange.restore(entries, done: done)

@@ -133,7 +133,7 @@ extension FolderService {
             deletionsAcceptedUntil = DispatchTime.now().uptimeNanoseconds + UInt64(acceptanceWindow * 1e9)
         }
         logger.notice("deletions accepted by the user: \(recorded) set-aside paths recorded as deleted")
-        if recorded > 0 { onIndexChanged?() }
+        if recorded > 0 { onIndexChanged?([]) }
         enqueue(WatchBatch(rescanAll: true))   // and whatever else is missing now
         return recorded
     }

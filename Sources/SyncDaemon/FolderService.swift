@@ -64,8 +64,9 @@ final class FolderService: @unchecked Sendable {
     /// Pulls set-aside entries back from the peers; `done` gets the paths none could serve
     /// (wired by `FolderRuntime` to `FolderExchange.restore`).
     var restore: (@Sendable (_ entries: [FileEntry], _ done: @escaping @Sendable ([String]) -> Void) -> Void)?
-    /// Called after every committed batch of local changes (the push path to peers).
-    var onIndexChanged: (@Sendable () -> Void)?
+    /// Called after every committed batch of local changes, with their paths (the push path to
+    /// peers; a local change supersedes a peer's change of the path that failed to apply).
+    var onIndexChanged: (@Sendable (_ paths: [String]) -> Void)?
 
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, logger: Logger) {
@@ -241,7 +242,7 @@ final class FolderService: @unchecked Sendable {
             let notify = onIndexChanged
             let writes = BatchWriter(queue: writeQueue) { [store, record, device] batch in
                 try store.recordLocalChanges(batch, folder: record.id, device: device)
-                notify?()
+                notify?(batch.map(\.path))
             }
             let report: ScanReport
             do {

@@ -275,7 +275,9 @@ public struct FolderModel: Sendable {
                 return [.closeSession(peer, reason: "refused manifest: replayed or older than what we hold (origin \(String(batch.origin, radix: 16)) sequence \(batch.lastSequence) ≤ \(floor))", after: .zero)]
             }
         } else if pendingSame {
-            return [.closeSession(peer, reason: "refused manifest: a copy of a batch being applied", after: .zero)]
+            // The same batch again (resent on a new session while the old one's copy applies):
+            // nothing to do twice; the acknowledgement goes to the peer's current session.
+            return []
         }
         if batch.origin == peer { sessions[peer]!.announced = max(sessions[peer]!.announced, batch.lastSequence) }
         queue.append(Queued(id: nextBatch, peer: peer, batch: batch, resend: resend))
@@ -348,8 +350,12 @@ public struct FolderModel: Sendable {
     // MARK: sending our index
 
     /// Our index moved (a local change was indexed, or a batch from a peer was recorded).
-    public mutating func localIndexChanged(sequence: UInt64, digest: Digest?) -> [Directive] {
+    /// `changed`: paths of local changes just recorded — a peer's change of such a path that
+    /// failed is superseded here (not failing any more; its origin still resends it, unacknowledged,
+    /// and it resolves against the local version like any concurrent change).
+    public mutating func localIndexChanged(sequence: UInt64, digest: Digest?, changed: [String] = []) -> [Directive] {
         self.sequence = max(self.sequence, sequence)
+        for path in changed { failing[path] = nil }
         if let digest { self.digest = digest }
         return sessions.keys.sorted().flatMap { readIndexIfBehind($0) }
     }

@@ -107,14 +107,25 @@ final class FolderModelTests: XCTestCase {
     func test_aReplayedOrOlderBatch_isRefused_andClosesTheSession() {
         var m = connected()
         let id = try! XCTUnwrap(applyID(m.received(.manifest(batch(1, 2)), from: b, now: t0)))
-        guard case .closeSession(b, _, .zero)? = m.received(.manifest(batch(1, 2)), from: b, now: t0).first else {
-            return XCTFail("a copy of a batch being applied is refused")
-        }
-        _ = m.applied(id, .ok, now: t0)
+        // The same batch resent on a new session while the first copy applies: taken once, and
+        // acknowledged on the session that is up when it is done.
+        _ = m.sessionDown(b); _ = m.sessionUp(b)
+        _ = m.received(.hello(access: .readWrite, indexID: 7, sequence: 2), from: b, now: t0)
+        XCTAssertEqual(m.received(.manifest(batch(1, 2)), from: b, now: t0), [])
+        XCTAssertEqual(m.applied(id, .ok, now: t0).last, .send(to: b, .indexAck(origin: b, indexID: 7, sequence: 2)))
         guard case .closeSession(b, let reason, .zero)? = m.received(.manifest(batch(1, 2)), from: b, now: t0).first else {
             return XCTFail("a replay is refused")
         }
         XCTAssertTrue(reason.contains("replayed"), reason)
+    }
+
+    func test_aLocalChangeOfAFailingPath_supersedesTheFailure() {
+        var m = connected()
+        let id = try! XCTUnwrap(applyID(m.received(.manifest(batch(1, 2)), from: b, now: t0)))
+        _ = m.applied(id, .init(failed: ["f1": "EACCES", "f2": "EACCES"]), now: t0)
+        _ = m.localIndexChanged(sequence: 1, digest: nil, changed: ["f1"])
+        XCTAssertEqual(m.failing, ["f2": "EACCES"])
+        XCTAssertEqual(m.applied(of: b), 0, "still not acknowledged: the origin resends it")
     }
 
     func test_digestsThatStayDifferentBetweenCaughtUpPeers_askForAFullResend_thenBackOff() {

@@ -429,7 +429,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         }
         if p.fs.crashed { return .init(batchError: "crashed") }
         note("apply on \(p.id) from \(job.from) (origin \(job.batch.origin)): " + steps.map { "\($0)" }.joined(separator: "; ")
-             + " conflictsLocal \(plan.conflictsLocal.sorted { $0.key < $1.key }) done \(placed.done.map(\.path)) failed \(placed.failed.map { "\($0.path): \($0.error)" }) kept \(placed.keptEdits)")
+             + " conflictsLocal \(plan.conflictsLocal.sorted { $0.key < $1.key }) done \(placed.done.map(\.path)) failed \(placed.failed.map { "\($0.path): \($0.error)" }) kept \(placed.keptEdits) not fetched \(failed.sorted { $0.key < $1.key })")
         for f in placed.failed { failed[f.path] = "\(f.error)" }
         // Record what was placed, with what is on disk now (the daemon's recordRemoteEntries).
         for (e, placedHere) in plan.recordOnly.map({ ($0, false) }) + placed.done.map({ ($0, true) }) {
@@ -593,8 +593,8 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
             e.sequence = p.index.sequence
             p.index.entries[e.path] = e
         }
+        perform(p, p.model.localIndexChanged(sequence: UInt64(p.index.sequence), digest: digest(p.index), changed: changed.map(\.path)))
         note("scan on \(p.id): " + changed.map { "\($0.path) \($0.deleted ? "deleted" : "\($0.kind)") \($0.version)" }.joined(separator: ", "))
-        indexChanged(p)
     }
 
     func indexChanged(_ p: Peer) {
