@@ -29,8 +29,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var listen = "0.0.0.0:7700"
         /// Seed members to join, HOST:PORT each. Default none.
         public var join: [String] = []
-        /// Address announced to other members, HOST:PORT. Default nil: `listen`, or this host's
-        /// first non-loopback IPv4 address when `listen` is a wildcard.
+        /// Address announced to other members, HOST:PORT. Default nil: `listen`, or when `listen`
+        /// is a wildcard the source address of this host's default route, else its first
+        /// non-loopback IPv4 address (`Daemon.chooseAdvertisedHost`, which logs its choice).
         public var advertise: String?
         /// Cluster key, 32 bytes as hex or base64: gossip from members without it is dropped.
         /// Default nil (no key).

@@ -31,7 +31,7 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(help: "A member to join, HOST:PORT (repeatable).")
     var join: [String] = []
 
-    @Option(help: "Address announced to other members, HOST:PORT (default: --listen, or this host's first IPv4 address when listening on 0.0.0.0).")
+    @Option(help: "Address announced to other members, HOST:PORT (default: --listen; on 0.0.0.0, the address of this host's default route, logged at start).")
     var advertise: String?
 
     @Option(help: "Cluster key, 32 bytes as hex or base64: gossip without it is ignored (openssl rand -base64 32). Visible in ps: prefer --gossip-key-file.")
