@@ -26,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        // `syncd daemon --config`: the YAML file and SYNCD_* variables (Docs/UserGuide.md, "Configuration").
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
+        .package(url: "https://github.com/jpsim/Yams", "5.4.0"..<"7.0.0"),
     ],
     targets: [
         // System OpenSSL libcrypto: bulk hashing and AEAD (faster than swift-crypto's BoringSSL here).
@@ -66,6 +69,8 @@ let package = Package(
         .executableTarget(name: "syncd",
                           dependencies: ["SyncDaemon", "SyncSecurity",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                                         .product(name: "Configuration", package: "swift-configuration"),
+                                         .product(name: "Yams", package: "Yams"),
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
         .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),

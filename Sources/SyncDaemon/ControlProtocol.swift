@@ -23,11 +23,15 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var peers: PeersReport?
     /// For `accept-deletions`: how many missing paths were recorded as deleted.
     public var deletions: Int?
+    /// For `add`: the path was already shared with this secret, and nothing changed.
+    public var alreadyShared: Bool?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, secret: String? = nil,
-                folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil, deletions: Int? = nil) {
+                folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil, deletions: Int? = nil,
+                alreadyShared: Bool? = nil) {
         self.ok = ok; self.error = error; self.status = status; self.secret = secret
         self.folderId = folderId; self.device = device; self.peers = peers; self.deletions = deletions
+        self.alreadyShared = alreadyShared
     }
 
     public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }

@@ -46,11 +46,11 @@ public final class Daemon: @unchecked Sendable {
     private var stopping = false
 
     public enum StartError: Error, CustomStringConvertible {
-        case alreadyRunning(String), home(String)
+        case alreadyRunning(String), home(String), listen(String), folders(String)
         public var description: String {
             switch self {
             case .alreadyRunning(let h): return "another syncd daemon is already running with home \(h)"
-            case .home(let why): return why
+            case .home(let why), .listen(let why), .folders(let why): return why
             }
         }
     }
@@ -61,7 +61,27 @@ public final class Daemon: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         let home = configuration.home
-        do { try home.create() } catch { throw StartError.home("cannot create home \(home.path): \(error.localizedDescription)") }
+        // Another daemon on this home is named as such (its port is taken too), and a port that
+        // cannot be bound stops the daemon before it creates anything.
+        let running = open(home.lockPath, O_RDWR | O_CLOEXEC)
+        if running >= 0 {
+            let free = flock(running, LOCK_EX | LOCK_NB) == 0
+            close(running)   // releases the probe's lock
+            guard free else { throw StartError.alreadyRunning(home.path) }
+        }
+        try Self.checkListen(configuration.network.listen, group: group)
+        do {
+            if let (was, changed) = try home.create() {
+                let mode = String(was, radix: 8)
+                if changed {
+                    logger.notice("home \(home.path) was mode \(mode); made it 0700 (it holds the folder secrets)")
+                } else {
+                    logger.warning("home \(home.path) is mode \(mode) and cannot be made 0700 (another user owns it?): it holds the folder secrets")
+                }
+            }
+        } catch {
+            throw StartError.home("cannot create home \(home.path): \(error.localizedDescription)")
+        }
         lockFD = open(home.lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else { throw StartError.alreadyRunning(home.path) }
         identity = try DeviceIdentity.loadOrCreate(at: home.deviceKeyPath)
@@ -71,6 +91,84 @@ public final class Daemon: @unchecked Sendable {
         if created >= 0 { fchmod(created, 0o600); close(created) }
         for suffix in ["-wal", "-shm"] { chmod(home.indexPath + suffix, 0o600) }
         store = try rebuildIndex ? Self.rebuild(home.indexPath, logger: logger) : IndexStore(path: home.indexPath)
+        try admitDeclaredFolders()
+    }
+
+    /// Binds the session port (TCP) and the gossip port (UDP) once and lets them go, so that a
+    /// port in use or an address not on this host is reported — naming the address and the
+    /// protocol — before the home, the key or the index exist.
+    static func checkListen(_ listen: String, group: EventLoopGroup) throws {
+        let (host, port) = try SessionServer.split(listen)
+        do {
+            try ServerBootstrap(group: group).serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).wait().close().wait()
+        } catch {
+            throw StartError.listen("cannot listen for peer sessions on TCP \(listen): \(describe(error))")
+        }
+        do {
+            try DatagramBootstrap(group: group).channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).wait().close().wait()
+        } catch {
+            throw StartError.listen("cannot listen for gossip on UDP \(listen): \(describe(error))")
+        }
+    }
+
+    /// "Address already in use" rather than NIO's "bind(descriptor:ptr:bytes:): … (errno: 98)".
+    static func describe(_ error: Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        return "\(error)"
+    }
+
+    /// The folders the configuration declares (`DaemonConfiguration.Folder`): each is checked
+    /// against the index and the others first — a path shared with another secret, a secret
+    /// shared at another path, nested folders — and only then are the missing ones added.
+    private func admitDeclaredFolders() throws {
+        guard !configuration.folders.isEmpty else { return }
+        var shared = try store.folders().map { SharedFolder(path: $0.path, folderID: $0.folderID, secret: $0.secret) }
+        var adding: [(path: String, secret: FolderSecret)] = []
+        for declared in configuration.folders {
+            let secret: FolderSecret
+            do { secret = try FolderSecret(parsing: declared.secret) } catch {
+                throw StartError.folders("folder \(declared.path): not a folder secret (\(error))")
+            }
+            do {
+                guard let path = try admission(of: declared.path, secret: secret, shared: shared) else { continue }
+                adding.append((path, secret))
+                shared.append(SharedFolder(path: path, folderID: secret.keys.folderIDString, secret: secret.text))
+            } catch {
+                throw StartError.folders("folder \(declared.path) from the configuration: \(error)")
+            }
+        }
+        for (path, secret) in adding {
+            try FolderPaths.prepare(path)
+            let keys = secret.keys
+            _ = try store.addFolder(path: path, folderID: keys.folderIDString, access: keys.access.rawValue,
+                                    secret: secret.text, chunkerVersion: Int(FastCDC.version))
+            logger.info("added folder \(path) from the configuration (\(keys.access.rawValue), id \(keys.folderIDString))")
+        }
+    }
+
+    /// A folder in the index, or about to be added to it.
+    private struct SharedFolder { var path, folderID, secret: String }
+
+    /// Whether `raw` may be shared with `secret`: its resolved path when it is to be added, nil
+    /// when it is already shared with this very secret (adding it again changes nothing). Throws
+    /// when the path is shared with another secret, the secret is shared at another path, or the
+    /// path overlaps another folder or the home. `syncd add` and the configured folders both ask.
+    private func admission(of raw: String, secret: FolderSecret, shared records: [SharedFolder]) throws -> String? {
+        let path = try FolderPaths.resolve(raw)
+        let keys = secret.keys
+        if let same = records.first(where: { $0.path == path }) {
+            guard (try? FolderSecret(parsing: same.secret))?.text == secret.text else {
+                throw FolderPaths.PlacementError(description: "\(path) is already a shared folder, with another secret (folder \(same.folderID)); remove it first (syncd remove \(path))")
+            }
+            return nil
+        }
+        if let other = records.first(where: { $0.folderID == keys.folderIDString }) {
+            throw FolderPaths.PlacementError(description: "this folder (id \(keys.folderIDString)) is already shared at \(other.path)")
+        }
+        try FolderPaths.checkPlacement(path, existing: records.map(\.path), home: configuration.home.path)
+        return path
     }
 
     private static func rebuild(_ path: String, logger: Logger) throws -> IndexStore {
@@ -153,7 +251,10 @@ public final class Daemon: @unchecked Sendable {
                                    keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
             self?.lock.withLock { self?.exchanges } ?? [:]
         }
-        let bound = try server.start(listen: configuration.network.listen)
+        let bound: String
+        do { bound = try server.start(listen: configuration.network.listen) } catch {
+            throw StartError.listen("cannot listen for peer sessions on TCP \(configuration.network.listen): \(Self.describe(error))")
+        }
         lock.withLock { sessions = server; listenAddress = bound }
         logger.info("sessions on \(bound)")
     }
@@ -228,7 +329,10 @@ public final class Daemon: @unchecked Sendable {
             guard let e = Endpoint(text) else { throw StartError.home("--advertise \(text) is not HOST:PORT") }
             advertised = e
         } else if local.host == "0.0.0.0" || local.host == "::" {
-            advertised = Endpoint(host: Self.firstNonLoopbackIPv4() ?? "127.0.0.1", port: local.port)
+            let (host, why) = Self.chooseAdvertisedHost(routeSource: Self.defaultRouteSource(), interfaces: Self.interfaceIPv4s())
+            advertised = Endpoint(host: host, port: local.port)
+            logger.log(level: host.hasPrefix("127.") ? .warning : .notice,
+                       "listening on \(local), announced to other members as \(advertised): \(why); --advertise HOST:PORT announces another address")
         }
         let cipher: GossipCipher
         do { cipher = try GossipCipher(keyText: configuration.network.gossipKey) } catch { throw StartError.home("\(error)") }
@@ -247,7 +351,9 @@ public final class Daemon: @unchecked Sendable {
             })
         service.onMemberAlive = { [weak self] member in self?.memberCameAlive(member) }
         let seeds = configuration.network.join.compactMap(Endpoint.init)
-        try service.start(host: local.host, port: Int(local.port), seeds: seeds)
+        do { try service.start(host: local.host, port: Int(local.port), seeds: seeds) } catch {
+            throw StartError.listen("cannot listen for gossip on UDP \(local): \(Self.describe(error))")
+        }
         logger.info("gossip on \(local) (announced as \(advertised))\(cipher.key == nil ? "" : ", cluster key on")")
         return service
     }
@@ -322,12 +428,54 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    static func firstNonLoopbackIPv4() -> String? {
-        guard let interfaces = try? System.enumerateDevices() else { return nil }
-        for device in interfaces {
-            if let address = device.address, case .v4 = address, let ip = address.ipAddress, !ip.hasPrefix("127.") { return ip }
+    /// The address to announce when listening on a wildcard, and why it was chosen: the source
+    /// address of the default route (what peers elsewhere see this host as), else the first
+    /// non-loopback, non-link-local IPv4 address of an interface, else loopback (then only
+    /// members on this host can reach it).
+    static func chooseAdvertisedHost(routeSource: String?, interfaces: [(name: String, ip: String)]) -> (String, String) {
+        if let source = routeSource, !source.hasPrefix("127."), source != "0.0.0.0" {
+            let name = interfaces.first { $0.ip == source }?.name
+            return (source, "the address of \(name.map { "interface \($0)" } ?? "this host") that carries the default route")
         }
-        return nil
+        let usable = interfaces.filter { !$0.ip.hasPrefix("127.") && !$0.ip.hasPrefix("169.254.") }
+        if let first = usable.first {
+            return (first.ip, "no default route; the first IPv4 address of interface \(first.name)")
+        }
+        return ("127.0.0.1", "no network interface with an IPv4 address besides loopback: only members on this host can reach it")
+    }
+
+    /// The local address the kernel picks to reach addresses outside this host (a UDP socket
+    /// connected to a documentation address: nothing is sent), nil without a default route.
+    static func defaultRouteSource() -> String? {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var remote = sockaddr_in()
+        remote.sin_family = sa_family_t(AF_INET)
+        remote.sin_port = in_port_t(9).bigEndian
+        inet_pton(AF_INET, "192.0.2.1", &remote.sin_addr)   // TEST-NET-1: routed like any outside address
+        let connected = withUnsafePointer(to: &remote) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return nil }
+        var local = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &local) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { return nil }
+        var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+        guard inet_ntop(AF_INET, &local.sin_addr, &text, socklen_t(text.count)) != nil else { return nil }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// Every interface's IPv4 address, in the system's order.
+    static func interfaceIPv4s() -> [(name: String, ip: String)] {
+        guard let devices = try? System.enumerateDevices() else { return [] }
+        return devices.compactMap { device in
+            guard let address = device.address, case .v4 = address, let ip = address.ipAddress else { return nil }
+            return (device.name, ip)
+        }
     }
 
     private func peers() -> PeersReport {
@@ -421,11 +569,13 @@ public final class Daemon: @unchecked Sendable {
         } else {
             return .failure("add needs --secret (new) or --secret SECRET (join)")
         }
-        let path = try FolderPaths.resolve(raw)
-        let existing = lock.withLock { Array(folders.keys) }
-        try FolderPaths.checkPlacement(path, existing: existing, home: configuration.home.path)
-        try FolderPaths.prepare(path)
         let keys = secret.keys
+        let shared = try store.folders().map { SharedFolder(path: $0.path, folderID: $0.folderID, secret: $0.secret) }
+        guard let path = try admission(of: raw, secret: secret, shared: shared) else {
+            // The same path with the same secret: already done (a script or a config may say it twice).
+            return ControlResponse(ok: true, folderId: keys.folderIDString, alreadyShared: true)
+        }
+        try FolderPaths.prepare(path)
         let record = try store.addFolder(path: path, folderID: keys.folderIDString, access: keys.access.rawValue,
                                          secret: secret.text, chunkerVersion: Int(FastCDC.version))
         logger.info("added folder \(path) (\(keys.access.rawValue), id \(keys.folderIDString))")

@@ -17,6 +17,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Membership timings: `SWIMSettings`' defaults, memberlist's LAN ones (documented there).
     public var gossip = SWIMSettings()
     public var lifecycle = Lifecycle()
+    /// Folders declared in the config file; see `Folder`. Default none.
+    public var folders: [Folder] = []
 
     public init(home: Home) { self.home = home }
 
@@ -27,8 +29,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var listen = "0.0.0.0:7700"
         /// Seed members to join, HOST:PORT each. Default none.
         public var join: [String] = []
-        /// Address announced to other members, HOST:PORT. Default nil: `listen`, or this host's
-        /// first non-loopback IPv4 address when `listen` is a wildcard.
+        /// Address announced to other members, HOST:PORT. Default nil: `listen`, or when `listen`
+        /// is a wildcard the source address of this host's default route, else its first
+        /// non-loopback IPv4 address (`Daemon.chooseAdvertisedHost`, which logs its choice).
         public var advertise: String?
         /// Cluster key, 32 bytes as hex or base64: gossip from members without it is dropped.
         /// Default nil (no key).
@@ -68,23 +71,67 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public init() {}
     }
 
-    /// Why a configuration cannot run; the message names the `syncd daemon` option.
-    public struct Invalid: Error, CustomStringConvertible, Equatable {
-        public let description: String
-        init(_ description: String) { self.description = description }
+    /// A folder the configuration declares (`folders:` in the config file): added at start when
+    /// it is not shared yet, left as it is when it is shared with the same secret, and an error
+    /// when its path is shared with another secret. Folders shared with `syncd add` and not
+    /// declared are left alone. Default none.
+    public struct Folder: Sendable, Equatable {
+        /// Absolute path of the folder; created if missing.
+        public var path: String
+        /// The folder secret's text (read-write, read-only or storage).
+        public var secret: String
+
+        public init(path: String, secret: String) { self.path = path; self.secret = secret }
     }
 
-    /// Throws the first value the daemon cannot run with.
+    /// Why a configuration cannot run: `option` is the long option the value came from
+    /// (`max-conflicts`), nil when no single option is to blame; `reason` says what is wrong
+    /// with it. The description names the `syncd daemon` option; `syncd daemon` names the config
+    /// file key or environment variable instead when the value came from there.
+    public struct Invalid: Error, CustomStringConvertible, Equatable {
+        public let option: String?
+        public let reason: String
+        public var description: String { option.map { "--\($0) \(reason)" } ?? reason }
+        init(_ option: String?, _ reason: String) { self.option = option; self.reason = reason }
+    }
+
+    /// Throws the first value the daemon cannot run with. Nothing is created or bound: this runs
+    /// before the home is touched.
     public func validate() throws {
-        for address in [network.listen] + network.join where address.split(separator: ":").count < 2 {
-            throw Invalid("\(address) is not HOST:PORT")
+        if Self.hostPort(network.listen, allowingPortZero: true) == nil {
+            throw Invalid("listen", "\(network.listen) is not HOST:PORT")
         }
-        guard scanning.rescanInterval > 0 else { throw Invalid("--rescan-interval must be positive") }
-        guard replication.trashDays >= 0 else { throw Invalid("--trash-days cannot be negative") }
-        guard replication.maxConflicts >= 1 else { throw Invalid("--max-conflicts must be at least 1") }
-        guard keepalive.interval >= .milliseconds(10) else { throw Invalid("--keepalive-interval must be at least 0.01") }
+        for seed in network.join where Self.hostPort(seed, allowingPortZero: false) == nil {
+            throw Invalid("join", "\(seed) is not HOST:PORT (a host name or IP address and a port from 1 to 65535)")
+        }
+        if let advertise = network.advertise, Self.hostPort(advertise, allowingPortZero: false) == nil {
+            throw Invalid("advertise", "\(advertise) is not HOST:PORT (a host name or IP address and a port from 1 to 65535)")
+        }
+        do { _ = try GossipCipher(keyText: network.gossipKey) } catch {
+            throw Invalid("gossip-key", "must be 32 bytes as hex or base64 (openssl rand -base64 32)")
+        }
+        if let port = network.beaconPort, !(1...65535).contains(port) { throw Invalid("beacon-port", "must be from 1 to 65535") }
+        guard scanning.rescanInterval > 0 else { throw Invalid("rescan-interval", "must be positive") }
+        guard replication.trashDays >= 0 else { throw Invalid("trash-days", "cannot be negative") }
+        guard replication.maxConflicts >= 1 else { throw Invalid("max-conflicts", "must be at least 1") }
+        guard keepalive.interval >= .milliseconds(10) else { throw Invalid("keepalive-interval", "must be at least 0.01") }
         guard keepalive.timeout > keepalive.interval else {
-            throw Invalid("--keepalive-timeout must be longer than --keepalive-interval")
+            throw Invalid("keepalive-timeout", "must be longer than the keepalive interval")
         }
+        var paths: Set<String> = []
+        for folder in folders {
+            guard folder.path.hasPrefix("/") else { throw Invalid(nil, "folder path must be absolute: \(folder.path)") }
+            guard paths.insert(FolderPaths.normalize(folder.path)).inserted else {
+                throw Invalid(nil, "folder \(folder.path) is declared twice")
+            }
+        }
+    }
+
+    /// `HOST:PORT` or `[v6]:PORT` with a host that can be looked up (no spaces, nothing empty).
+    static func hostPort(_ text: String, allowingPortZero: Bool) -> Endpoint? {
+        guard let endpoint = Endpoint(text), allowingPortZero || endpoint.port != 0,
+              !endpoint.host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "[" || $0 == "]" }),
+              text.filter({ $0 == ":" }).count == 1 || text.hasPrefix("[") else { return nil }
+        return endpoint
     }
 }

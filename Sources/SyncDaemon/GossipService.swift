@@ -32,6 +32,10 @@ final class GossipService: @unchecked Sendable {
     private let metaSource: @Sendable () -> [UInt8]
     private var lastMeta: [UInt8]
     private let beaconPort: Int?
+    /// The `--join` seeds, and those of them whose last join failed (warned about once, until
+    /// one answers again). Only touched on the loop.
+    private var seeds: Set<Endpoint> = []
+    private var failingSeeds: Set<Endpoint> = []
     /// Called on the gossip loop, after the member list is published, for every member that
     /// became alive: new, back from suspect, dead or left, or restarted (a new uid). The daemon
     /// redials it at once rather than trusting sessions that may have died meanwhile.
@@ -67,6 +71,7 @@ final class GossipService: @unchecked Sendable {
         if let beaconPort { startBeacon(port: beaconPort) }
         let known = loadSnapshot()
         loop.execute { [self] in
+            self.seeds = Set(seeds)
             let all = Array(Set(seeds + known)).filter { $0 != swim.me.endpoint }.sorted()
             if !all.isEmpty { logger.info("joining through \(all.map(\.description).joined(separator: ", "))") }
             run(swim.join(all, now: now))
@@ -163,10 +168,11 @@ final class GossipService: @unchecked Sendable {
                     loop.execute { [self] in
                         guard case .success(let reply) = result, let plain = cipher.open(reply), plain.first == 1,
                               let (remote, _) = try? SWIMCodec.decodeState(Array(plain.dropFirst())) else {
-                            if join { logger.debug("push/pull with \(to) failed") }
+                            if join { joinFailed(to, result) }
                             run(swim.pushPullFailed(to: to, now: now))
                             return
                         }
+                        if join, failingSeeds.remove(to) != nil { logger.info("seed \(to) answered") }
                         run(swim.mergeRemoteState(remote, now: now))
                     }
                 }
@@ -201,6 +207,36 @@ final class GossipService: @unchecked Sendable {
         if let onMemberAlive { revived.forEach(onMemberAlive) }
     }
 
+    /// A join push/pull failed: a `--join` seed that fails is a warning (once, until it answers;
+    /// joining is retried with backoff meanwhile), a member remembered from the last run only debug.
+    private func joinFailed(_ to: Endpoint, _ result: Result<[UInt8], Error>) {
+        let why: String
+        switch result {
+        case .failure(let error): why = Self.describe(error)
+        case .success: why = cipher.key == nil ? "its reply was unreadable" : "its reply was unreadable (a different --gossip-key?)"
+        }
+        if seeds.contains(to) {
+            if failingSeeds.insert(to).inserted {
+                logger.warning("seed \(to) cannot be joined: \(why); retrying with backoff")
+            } else {
+                logger.debug("seed \(to) still cannot be joined: \(why)")
+            }
+        } else {
+            logger.debug("known member \(to) cannot be joined: \(why)")
+        }
+    }
+
+    /// "Connection refused" rather than NIO's nested connection-error description.
+    static func describe(_ error: Error) -> String {
+        if let e = error as? IOError { return String(cString: strerror(e.errnoCode)) }
+        if let e = error as? NIOConnectionError {
+            if let dns = e.dnsAError ?? e.dnsAAAAError { return "cannot resolve \(e.host): \(dns)" }
+            if let first = e.connectionErrors.first { return describe(first.error) }
+        }
+        if let e = error as? ChannelError, case .connectTimeout = e { return "no answer (timed out)" }
+        return "\(error)"
+    }
+
     static func isConnectionRefused(_ error: Error) -> Bool {
         if let e = error as? IOError { return e.errnoCode == ECONNREFUSED }
         if let e = error as? NIOConnectionError {
@@ -211,16 +247,28 @@ final class GossipService: @unchecked Sendable {
 
     // MARK: known-members snapshot
 
-    /// Endpoints of the members last seen alive, so a restart rejoins without seeds.
+    /// Endpoints of the members known, so a restart rejoins without seeds: the alive ones first,
+    /// then those that left or died — when every member stops together (a cluster restarted, a
+    /// power cut), each one's last view has the others left, and those are exactly whom it must
+    /// find again. Members are forgotten with their tombstones (`SWIMSettings.tombstoneTimeout`).
+    /// A view with no other member leaves the file as it is rather than emptying it.
     private func writeSnapshot() {
         snapshotDirty = false
         lastSnapshot = .now()
-        let alive = members.filter { $0.status == .alive && $0.name != swim.me.name }.map(\.endpoint.description)
-        let data = try? JSONSerialization.data(withJSONObject: ["members": alive], options: [.sortedKeys])
+        let others = members.filter { $0.name != swim.me.name }
+        guard !others.isEmpty else { return }
+        let ordered = others.filter { $0.status == .alive || $0.status == .suspect } + others.filter { $0.status == .left || $0.status == .dead }
+        var endpoints: [String] = []
+        for m in ordered where !endpoints.contains(m.endpoint.description) { endpoints.append(m.endpoint.description) }
+        guard let data = try? JSONSerialization.data(withJSONObject: ["members": endpoints], options: [.sortedKeys]) else { return }
+        // 0600 from the start, whatever the umask; written beside and renamed, so never torn.
         let temp = snapshotPath + ".tmp"
-        if let data, FileManager.default.createFile(atPath: temp, contents: data, attributes: [.posixPermissions: 0o600]) {
-            rename(temp, snapshotPath)
-        }
+        unlink(temp)
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        if written == data.count { rename(temp, snapshotPath) } else { unlink(temp) }
     }
 
     private func loadSnapshot() -> [Endpoint] {

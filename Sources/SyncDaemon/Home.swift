@@ -24,9 +24,19 @@ public struct Home: Sendable, Equatable {
     public var controlSocketPath: String { path + "/syncd.sock" }
     public var lockPath: String { path + "/daemon.lock" }
 
-    public func create() throws {
+    /// Creates the home 0700, whatever the umask; an existing home that others may enter (0755,
+    /// say, made by an installer or a volume mount) is made 0700 too, since it holds the folder
+    /// secrets and the control socket. Returns the mode it had when it was not 0700, and whether
+    /// it could be changed (not when another user owns it).
+    @discardableResult
+    public func create() throws -> (was: mode_t, changed: Bool)? {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        let mode = st.st_mode & 0o7777
+        guard mode != 0o700 else { return nil }
+        return (mode, chmod(path, 0o700) == 0)
     }
 
     static func absolute(_ p: String) -> String {

@@ -5,7 +5,10 @@ struct AddCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add",
         abstract: "Share a folder: `--secret` alone creates a new read-write secret, `--secret SECRET` joins one.",
-        discussion: "The generated secret is printed as the last token on stdout. A missing directory is created.")
+        discussion: """
+            The generated secret is printed as the last token on stdout. A missing directory is created. \
+            Adding a folder that is already shared with the same secret changes nothing and succeeds.
+            """)
 
     @OptionGroup var home: HomeOption
 
@@ -25,7 +28,9 @@ struct AddCommand: ParsableCommand {
     func run() throws {
         let response = try call(ControlRequest(command: .add, path: absolutePath(path), secret: secret,
                                                generate: secret == nil), home: home.resolved)
-        if let generated = response.secret {
+        if response.alreadyShared == true {
+            print("Already sharing \(absolutePath(path)) (folder \(response.folderId ?? "?"))")
+        } else if let generated = response.secret {
             print("Shared \(absolutePath(path)) (folder \(response.folderId ?? "?")). Keep this read-write secret safe:")
             print(generated)
         } else {

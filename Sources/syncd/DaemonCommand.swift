@@ -4,14 +4,26 @@ import Logging
 import SyncDaemon
 
 /// `syncd daemon`: every option is optional and overrides one field of `DaemonConfiguration`,
-/// whose defaults (shown in the help) are the only ones.
+/// whose defaults (shown in the help) are the only ones. The config file and the `SYNCD_*`
+/// environment set the same options (`DeclaredConfiguration`); precedence: flags, then the
+/// environment, then the file, then the defaults.
 struct DaemonCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "daemon", abstract: "Run the syncd daemon in the foreground.")
+    static let configuration = CommandConfiguration(
+        commandName: "daemon", abstract: "Run the syncd daemon in the foreground.",
+        discussion: """
+            Every option can also be set in the config file (YAML; the key is the option's name with _ for -, \
+            e.g. trash_days) and in the environment (SYNCD_ and the key in capitals, e.g. SYNCD_TRASH_DAYS). \
+            An option given here beats the environment, which beats the file. The file also lists the folders \
+            to share (folders:), added at start. See Docs/UserGuide.md, "Configuration".
+            """)
 
     /// For the help text only: the daemon starts from `DaemonConfiguration(home:)` with its real home.
     private static let defaults = DaemonConfiguration(home: Home(path: "/"))
 
     @OptionGroup var home: HomeOption
+
+    @Option(help: ArgumentHelp("YAML config file (default: $SYNCD_CONFIG, else <home>/syncd.yaml if it exists).", valueName: "file"))
+    var config: String?
 
     @Option(help: "Address for gossip (UDP) and peer sessions (TCP), HOST:PORT (default: \(defaults.network.listen)).")
     var listen: String?
@@ -19,11 +31,14 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(help: "A member to join, HOST:PORT (repeatable).")
     var join: [String] = []
 
-    @Option(help: "Address announced to other members, HOST:PORT (default: --listen, or this host's first IPv4 address when listening on 0.0.0.0).")
+    @Option(help: "Address announced to other members, HOST:PORT (default: --listen; on 0.0.0.0, the address of this host's default route, logged at start).")
     var advertise: String?
 
-    @Option(help: "Cluster key, 32 bytes as hex or base64: gossip without it is ignored (openssl rand -base64 32).")
+    @Option(help: "Cluster key, 32 bytes as hex or base64: gossip without it is ignored (openssl rand -base64 32). Visible in ps: prefer --gossip-key-file.")
     var gossipKey: String?
+
+    @Option(help: ArgumentHelp("File holding the cluster key (see --gossip-key).", valueName: "file"))
+    var gossipKeyFile: String?
 
     @Option(help: "UDP port of the LAN discovery beacon (default: \(defaults.network.beaconPort.map(String.init) ?? "off")).")
     var beaconPort: Int?
@@ -49,43 +64,57 @@ struct DaemonCommand: AsyncParsableCommand {
     @Flag(help: "Move a damaged index aside (index.db.damaged-TIME) and rebuild it from the folders on disk and from peers; nothing is deleted on peers.")
     var rebuildIndex = false
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
+    var logLevel: String?
 
-    /// `DaemonConfiguration(home:)`'s defaults with every option given on the command line applied.
-    var daemonConfiguration: DaemonConfiguration {
-        var c = DaemonConfiguration(home: home.resolved)
-        if let listen { c.network.listen = listen }
-        if !join.isEmpty { c.network.join = join }
-        if let advertise { c.network.advertise = advertise }
-        if let gossipKey { c.network.gossipKey = gossipKey }
-        if let beaconPort { c.network.beaconPort = beaconPort }
-        if noLanBeacon { c.network.beaconPort = nil }
-        if let trashDays { c.replication.trashDays = trashDays }
-        if let maxConflicts { c.replication.maxConflicts = maxConflicts }
-        if let rescanInterval { c.scanning.rescanInterval = rescanInterval }
-        if let keepaliveInterval { c.keepalive.interval = .seconds(keepaliveInterval) }
-        if let keepaliveTimeout { c.keepalive.timeout = .seconds(keepaliveTimeout) }
-        return c
+    /// The options given on the command line, as the config file would declare them.
+    var flags: [DeclaredOption: DeclaredValue] {
+        var f: [DeclaredOption: DeclaredValue] = [:]
+        if let listen { f[.listen] = .string(listen) }
+        if !join.isEmpty { f[.join] = .strings(join) }
+        if let advertise { f[.advertise] = .string(advertise) }
+        if let gossipKey { f[.gossipKey] = .string(gossipKey) }
+        if let gossipKeyFile { f[.gossipKeyFile] = .string(gossipKeyFile) }
+        if let beaconPort { f[.beaconPort] = .int(beaconPort) }
+        if noLanBeacon { f[.noLanBeacon] = .bool(true) }
+        if let trashDays { f[.trashDays] = .double(trashDays) }
+        if let maxConflicts { f[.maxConflicts] = .int(maxConflicts) }
+        if let rescanInterval { f[.rescanInterval] = .double(rescanInterval) }
+        if let keepaliveInterval { f[.keepaliveInterval] = .double(keepaliveInterval) }
+        if let keepaliveTimeout { f[.keepaliveTimeout] = .double(keepaliveTimeout) }
+        if let logLevel { f[.logLevel] = .string(logLevel) }
+        return f
     }
 
+    /// `DaemonConfiguration(home:)`'s defaults, then the config file, then the environment, then
+    /// the options given on the command line; checked, so the daemon never starts with a value
+    /// it cannot run with.
+    func resolve(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ResolvedConfiguration {
+        try DeclaredConfiguration.resolve(home: Home.resolve(explicit: home.home, environment: environment),
+                                          configPath: config, flags: flags, environment: environment)
+    }
+
+    /// Refused before anything is created: a wrong option shows the usage, a wrong file or
+    /// variable only the message naming it.
     func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown log level \(logLevel)") }
-        do { try daemonConfiguration.validate() } catch let invalid as DaemonConfiguration.Invalid {
-            throw ValidationError(invalid.description)
+        do { _ = try resolve() } catch let error as ConfigurationError where error.byFlag {
+            throw ValidationError(error.description)
         }
     }
 
     func run() async throws {
-        let level = Logger.Level(rawValue: logLevel)!
+        let resolved = try resolve()
+        let level = resolved.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "syncd")
+        if let file = resolved.file { logger.info("configuration from \(file)") }
+        resolved.warnings.forEach { logger.warning("\($0)") }
         do {
-            let daemon = try Daemon(configuration: daemonConfiguration, logger: logger, rebuildIndex: rebuildIndex)
+            let daemon = try Daemon(configuration: resolved.configuration, logger: logger, rebuildIndex: rebuildIndex)
             try await daemon.run()
         } catch {
             logger.critical("\(error)")

@@ -150,10 +150,13 @@ final class DaemonHarness {
     }
 
     /// Daemons in tests keep the LAN beacon off (so parallel clusters never meet) unless asked.
-    func startDaemon(extra: [String] = [], beacon: Bool = false) throws {
-        let p = makeProcess([executable, "daemon", "--home", home, "--listen", "127.0.0.1:0"] + (beacon ? [] : ["--no-lan-beacon"]) + extra)
+    /// `umask`: the daemon starts under this umask (the test process's own otherwise).
+    func startDaemon(extra: [String] = [], beacon: Bool = false, listen: String = "127.0.0.1:0", umask: mode_t? = nil) throws {
+        var command = [executable, "daemon", "--home", home, "--listen", listen] + (beacon ? [] : ["--no-lan-beacon"]) + extra
+        if let umask { command = ["/bin/sh", "-c", "umask \(String(umask, radix: 8)) && exec \"$@\"", "sh"] + command }
+        let p = makeProcess(command)
         let log = root + "/daemon.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)!
         handle.seekToEndOfFile()
         p.standardOutput = handle
@@ -177,6 +180,13 @@ final class DaemonHarness {
         kill(p.processIdentifier, sig)
         p.waitUntilExit()
         process = nil
+    }
+
+    /// Signals every daemon first and only then waits for them: they stop together, as a
+    /// cluster does when its hosts are restarted at once.
+    static func stopTogether(_ daemons: [DaemonHarness], signal sig: Int32 = SIGTERM) {
+        for h in daemons { if let p = h.process { kill(p.processIdentifier, sig) } }
+        for h in daemons { h.process?.waitUntilExit(); h.process = nil }
     }
 
     struct Status: Decodable {
