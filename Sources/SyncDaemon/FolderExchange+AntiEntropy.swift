@@ -50,8 +50,9 @@ extension FolderExchange {
         let moving = lock.withLock { counters.needFiles > 0 } || scanner.isBusy()
         let ours = moving ? nil : currentDigest()
         perform(lock.withLock { () -> [FolderModel.Directive] in
-            if let ours { _ = model.localIndexChanged(sequence: ours.sequence, digest: Self.modelDigest(ours)) }
-            return model.tick(now: .now, still: ours != nil)
+            var out: [FolderModel.Directive] = []
+            if let ours { out = model.localIndexChanged(sequence: ours.sequence, digest: Self.modelDigest(ours)) }
+            return out + model.tick(now: .now, still: ours != nil)
         })
     }
 }

@@ -77,6 +77,7 @@ extension FolderExchange {
         // A few files were fsynced as they were staged; many small ones are flushed at once here.
         let syncEach = Self.syncsEachFile(steps)
         var failed = unplaced
+        var notDurable: Error?
         do {
             if !syncEach { try flush() }
             clock.lap("flush")
@@ -103,12 +104,19 @@ extension FolderExchange {
                 }
                 let stats = applied.map { e in (entry: e, stat: locals[e.path].map { $0.deleted ? e.metadata : $0.metadata } ?? e.metadata) } + placedStats
                 try store.recordRemoteEntries(stats, folder: record.id)
+                notDurable = placed.flushError
                 clock.lap("record")
             }
         } catch {
             logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
             cleanStaged(steps)
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
+        }
+        if let notDurable {
+            // In place and recorded, but not known to be on disk: not acknowledged, applied again.
+            logger.warning("changes from \(link.device.short.hex) placed but not flushed: \(notDurable); will retry")
+            cleanStaged(steps)
+            return .init(batchError: "flushing the folder failed: \(notDurable)", deleted: counts.deleting, created: counts.creating)
         }
         // The paths that failed are reported until they apply, and block acknowledging this manifest.
         let failing = Dictionary(failed.map { ($0.path, "\($0.error)") }, uniquingKeysWith: { a, _ in a })

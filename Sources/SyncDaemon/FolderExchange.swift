@@ -239,8 +239,8 @@ final class FolderExchange: @unchecked Sendable {
         let directives: [FolderModel.Directive]? = lock.withLock {
             if stopped { return nil }
             links[link.device.short] = link; stalled[link.device.short] = nil
-            _ = model.localIndexChanged(sequence: sequence, digest: nil)   // the hello says where we are
-            return model.sessionUp(link.device.short)
+            let moved = model.localIndexChanged(sequence: sequence, digest: nil)   // the hello says where we are
+            return moved + model.sessionUp(link.device.short)
         }
         guard let directives else { link.close?(lock.withLock { stopReason }); return }
         perform(directives)
@@ -253,6 +253,9 @@ final class FolderExchange: @unchecked Sendable {
             guard links[link.device.short] === link else { return [] }
             links[link.device.short] = nil
             _ = model.sessionDown(link.device.short)
+            sealedInFlight = sealedInFlight.filter { key, _ in
+                model.isPending(.init(origin: key[0], indexID: key[1], firstSequence: 0, lastSequence: key[2], entries: []))
+            }
             let gone = pending.filter { $0.value.peer == link.device.short }
             for id in gone.keys { pending[id] = nil }
             return Array(gone.values)
@@ -304,7 +307,13 @@ final class FolderExchange: @unchecked Sendable {
 
     func handle(_ message: SessionMessage, from link: PeerLink) -> Outcome {
         // Stopped: its sessions are being closed; what they still deliver meanwhile is dropped.
-        if lock.withLock({ stopped }) { return .reply([]) }
+        // A session replaced by a newer one with the same peer: what it still delivers is not
+        // about the session the model knows (pings are still answered while it closes).
+        let current = lock.withLock { !stopped && links[link.device.short] === link }
+        guard current else {
+            if case .ping(let n) = message { return .reply([.pong(n)]) }
+            return .reply([])
+        }
         switch message {
         case .hello(let hello):
             let directives = lock.withLock {
@@ -386,8 +395,12 @@ final class FolderExchange: @unchecked Sendable {
 
     /// Carries out the model's directives (SyncReplication.FolderModel.Directive).
     func perform(_ directives: [FolderModel.Directive]) {
+        var unrecorded: Set<ShortDeviceID> = []   // origins whose floor could not be recorded: no ack
         for directive in directives {
             switch directive {
+            case let .send(peer, .indexAck(origin, _, _)) where unrecorded.contains(origin):
+                let back = (try? store.remoteManifestProgress(folder: record.id))?[origin].map { ($0.indexID, $0.lastSequence) }
+                perform(lock.withLock { model.floorNotRecorded(origin: origin, back: back, peer: peer) })
             case let .send(peer, .manifest(batch)):
                 sendManifest(batch, to: peer)
             case let .send(peer, message):
@@ -398,12 +411,13 @@ final class FolderExchange: @unchecked Sendable {
                 work.async { [self] in runApply(id, from: peer, batch) }
             case let .recordFloor(origin, indexID, sequence):
                 let key = [origin, indexID, sequence]
-                guard let sealed = lock.withLock({ sealedInFlight[key] }) else { continue }
                 do {
+                    guard let sealed = lock.withLock({ sealedInFlight[key] }) else { throw PullError(description: "its sealed manifest is gone") }
                     try store.storeRemoteManifest(folder: record.id, origin: origin, indexID: indexID,
                                                   firstSequence: sealed.firstSequence, lastSequence: sequence, sealed: sealed.bytes)
                 } catch {
-                    logger.error("cannot record how far \(origin.hex)'s index is applied: \(error)")
+                    logger.error("cannot record how far \(origin.hex)'s index is applied: \(error); it is sent again")
+                    unrecorded.insert(origin)
                 }
             case let .closeSession(peer, reason, after):
                 guard let link = lock.withLock({ links[peer] }) else { continue }
@@ -601,7 +615,8 @@ final class FolderExchange: @unchecked Sendable {
     /// What `status` shows: the counters, why applies fail (nil when nothing does), and per peer
     /// what the model knows of its session.
     var snapshot: (counters: Counters, pullError: String?, peers: [PeerStatus]) {
-        _ = currentDigest()   // the model compares the latest one
+        let fresh = currentDigest()   // compared as it is now, not as of the last still tick
+        if let fresh { perform(lock.withLock { model.localIndexChanged(sequence: fresh.sequence, digest: Self.modelDigest(fresh)) }) }
         return lock.withLock {
             let peers = links.values.sorted { $0.device.short < $1.device.short }.map { link -> PeerStatus in
                 let s = model.sessions[link.device.short]

@@ -55,6 +55,9 @@ public struct FolderPlacer {
         public var failed: [(path: String, error: Error)] = []
         /// Unscanned local edits kept as conflict copies.
         public var keptEdits = 0
+        /// Flushing the changed directories failed: what is in `done` is in place but may not be
+        /// durable — record it, and fail the batch so it is applied (and flushed) again.
+        public var flushError: Error?
     }
 
     public let folder: any WritableFileSystem
@@ -74,7 +77,11 @@ public struct FolderPlacer {
     /// Paths this placer put in place (conflict copies included): never capped away by the same batch.
     private let placedNow = PathSet()
 
-    final class PathSet { var paths: Set<String> = [] }
+    final class PathSet {
+        var paths: Set<String> = []
+        /// The trash directory of the batch being placed (copies capped away go there too).
+        var trash: String?
+    }
 
     public init(folder: any WritableFileSystem, me: ShortDeviceID, maxConflictCopies: Int,
                 indexed: @escaping (String) throws -> (metadata: FileMetadata, deleted: Bool)?,
@@ -101,6 +108,8 @@ public struct FolderPlacer {
         var failedPaths: Set<String> = []
         func depth(_ p: String) -> Int { p.utf8.reduce(0) { $0 + ($1 == UInt8(ascii: "/") ? 1 : 0) } }
         let trash = trashDirectory()
+        placedNow.trash = trash
+        defer { placedNow.trash = nil }
         func attempt(_ path: String, _ body: () throws -> Void) {
             do { try body() } catch {
                 result.failed.append((path, error))
@@ -203,14 +212,18 @@ public struct FolderPlacer {
             for e in conflictsLocal.values where e != BatchPlan.toTrash { touched.insert(RelativePath.parent(of: e)) }
             for dir in touched { var d = dir; while !d.isEmpty { d = RelativePath.parent(of: d); touched.insert(d) } }
             // Deepest first, so each parent is flushed after what it holds; a directory a failed
-            // path never made (or a symlink there) is skipped, any other failure fails the batch.
+            // path never made (or a symlink there) is skipped, any other failure is `flushError`.
+            // A directory we may not open (a peer's mode without owner read) is left to the next flush.
             for dir in touched.sorted(by: { ($0.utf8.count, $0) > ($1.utf8.count, $1) }) {
-                do { try folder.synchronize(dir) } catch let error as FileSystemError where [ENOENT, ENOTDIR, ELOOP].contains(error.errno) {
+                do { try folder.synchronize(dir) } catch let error as FileSystemError where [ENOENT, ENOTDIR, ELOOP, EACCES, EPERM].contains(error.errno) {
                     continue
+                } catch {
+                    result.flushError = error
+                    break
                 }
             }
         } else {
-            try flush()
+            do { try flush() } catch { result.flushError = error }
         }
         return result
     }
@@ -255,7 +268,7 @@ public struct FolderPlacer {
         if ConflictCopyName.original(of: path) != nil {
             // A copy this device made for the same conflict and has not scanned yet (two peers
             // resolving one conflict make the same copy): kept in the trash, never copied again.
-            try moveToTrash(path, trash ?? trashDirectory())
+            try moveToTrash(path, trash ?? placedNow.trash ?? trashDirectory())
             return true
         }
         var local = FileEntry(path: path, metadata: disk, version: VersionVector(), sequence: 0)
@@ -281,7 +294,7 @@ public struct FolderPlacer {
             return (String(stem[..<space]), k)
         }
         let oldest = names.sorted { age($0) < age($1) }.filter { !placedNow.paths.contains(RelativePath.join(dir, $0)) }
-        let trash = trashDirectory()
+        let trash = placedNow.trash ?? trashDirectory()
         for old in oldest.prefix(names.count - maxConflictCopies + 1) {
             try? moveToTrash(RelativePath.join(dir, old), trash)
         }

@@ -108,6 +108,8 @@ public struct FolderModel: Sendable {
 
     /// The state of one session with a peer.
     public struct Session: Hashable, Sendable {
+        /// Which session with the peer this is (each `sessionUp` makes a new one).
+        public var epoch: UInt64 = 0
         public var access: Access?
         /// The peer's index id and the highest sequence of its own index it announced.
         public var indexID: UInt64 = 0
@@ -134,6 +136,8 @@ public struct FolderModel: Sendable {
     struct Queued: Hashable, Sendable {
         var id: BatchID
         var peer: ShortDeviceID
+        /// The session that delivered it (or, resent there, the one that took it over).
+        var epoch: UInt64
         var batch: Batch
         var resend: Bool
     }
@@ -158,6 +162,7 @@ public struct FolderModel: Sendable {
     var queue: [Queued] = []
     var applying: Queued?
     var nextBatch: BatchID = 1
+    var nextEpoch: UInt64 = 1
     var retryAttempts: [ShortDeviceID: Int] = [:]
     var fullResync: Set<ShortDeviceID> = []
     var lastRepair: [ShortDeviceID: Instant] = [:]
@@ -180,10 +185,12 @@ public struct FolderModel: Sendable {
     /// Whether anything is queued or applying.
     public var isApplying: Bool { applying != nil || !queue.isEmpty }
 
-    /// Whether a batch with `batch`'s origin, index id and last sequence is queued or applying.
-    public func isPending(_ batch: Batch) -> Bool {
+    /// Whether a batch with `batch`'s origin, index id and last sequence is queued or applying
+    /// (delivered by `peer`, when given).
+    public func isPending(_ batch: Batch, from peer: ShortDeviceID? = nil) -> Bool {
         (queue + (applying.map { [$0] } ?? [])).contains {
             $0.batch.origin == batch.origin && $0.batch.indexID == batch.indexID && $0.batch.lastSequence == batch.lastSequence
+                && (peer == nil || $0.peer == peer)
         }
     }
 
@@ -219,7 +226,8 @@ public struct FolderModel: Sendable {
 
     /// A session with `peer` is up: say hello.
     public mutating func sessionUp(_ peer: ShortDeviceID) -> [Directive] {
-        sessions[peer] = Session()
+        sessions[peer] = Session(epoch: nextEpoch)
+        nextEpoch += 1
         return [.send(to: peer, .hello(access: access, indexID: indexID, sequence: sequence))]
     }
 
@@ -264,23 +272,30 @@ public struct FolderModel: Sendable {
         // Only what the origin itself signs counts (in the shell: the manifest signature); a
         // read-only device never sends, and a storage device only relays others' batches.
         let floor = floors[batch.origin].map { $0.indexID == batch.indexID ? $0.sequence : 0 } ?? 0
-        let pendingSame = isPending(batch)
+        let epoch = sessions[peer]!.epoch
+        // This very batch from this peer, applying or queued.
+        let copyApplying = applying.map { $0.peer == peer && $0.batch == batch } ?? false
+        let copyQueued = queue.contains { $0.peer == peer && $0.batch == batch }
         var resend = false
         if batch.lastSequence <= floor {
-            if sessions[peer]!.resending && batch.origin == peer && !pendingSame {
+            if sessions[peer]!.resending && batch.origin == peer && !copyApplying && !copyQueued {
                 resend = true   // the full resend we asked for: applied again, the floor stays
             } else if sessions[peer]!.access == .storage && batch.origin != peer {
                 return []       // a storage peer relaying what we already got from the writer
             } else {
                 return [.closeSession(peer, reason: "refused manifest: replayed or older than what we hold (origin \(String(batch.origin, radix: 16)) sequence \(batch.lastSequence) ≤ \(floor))", after: .zero)]
             }
-        } else if pendingSame {
-            // The same batch again (resent on a new session while the old one's copy applies):
-            // nothing to do twice; the acknowledgement goes to the peer's current session.
+        } else if copyApplying && applying!.epoch != epoch {
+            // Resent on a new session while the old session's copy applies: applied once, and
+            // judged and acknowledged on this session. (A batch that differs — more entries, from
+            // an earlier floor — is queued like any other.)
+            applying!.epoch = epoch
             return []
+        } else if copyApplying || copyQueued {
+            return [.closeSession(peer, reason: "refused manifest: a copy of a batch this session already delivered", after: .zero)]
         }
         if batch.origin == peer { sessions[peer]!.announced = max(sessions[peer]!.announced, batch.lastSequence) }
-        queue.append(Queued(id: nextBatch, peer: peer, batch: batch, resend: resend))
+        queue.append(Queued(id: nextBatch, peer: peer, epoch: sessions[peer]!.epoch, batch: batch, resend: resend))
         nextBatch += 1
         return startNext()
     }
@@ -298,7 +313,10 @@ public struct FolderModel: Sendable {
     /// what it deleted since. Returns the reason to report when held; nil lets the batch apply.
     /// `liveHere`: live entries in our index now.
     public func massDeletionHeld(_ id: BatchID, deleting: Int, creating: Int, liveHere: Int) -> String? {
-        guard let current = applying, current.id == id, let s = sessions[current.peer], deleting > 0, !deletionsAccepted else { return nil }
+        guard let current = applying, current.id == id, deleting > 0, !deletionsAccepted else { return nil }
+        guard let s = sessions[current.peer], s.epoch == current.epoch else {
+            return "held: the session with \(String(current.peer, radix: 16)) ended before its deletions applied; they wait for it"
+        }
         let total = s.deleted + deleting
         guard total >= configuration.massDeletion.massDeletionMinimum else { return nil }
         let live = liveHere + s.deleted
@@ -319,11 +337,14 @@ public struct FolderModel: Sendable {
             for e in batch.entries { failing[e.path] = nil }
         }
         for (path, reason) in result.failed { failing[path] = reason }
-        let blocked = sessions[peer]?.failedOrigins.contains(batch.origin) ?? true
-        if sessions[peer] != nil {
+        // Judged on the session that delivered the batch (or took it over when resent): one that
+        // ended since tells nothing — the peer resends from our floor on its next session.
+        let delivering = sessions[peer].flatMap { $0.epoch == done.epoch ? $0 : nil }
+        if delivering != nil {
             sessions[peer]!.deleted += result.deleted
             sessions[peer]!.netDeleted += result.deleted - result.created
         }
+        let blocked = delivering?.failedOrigins.contains(batch.origin) ?? true
         if result.isOK && !blocked {
             if !done.resend {
                 let old = floors[batch.origin]
@@ -333,12 +354,12 @@ public struct FolderModel: Sendable {
                 }
             }
             retryAttempts[batch.origin] = nil
-            if sessions[peer] != nil {
-                for e in batch.entries { sessions[peer]!.received[e.path] = e.version }
-                out.append(.send(to: peer, .indexAck(origin: batch.origin, indexID: batch.indexID, sequence: batch.lastSequence)))
-            }
-        } else if sessions[peer] != nil, sessions[peer]!.failedOrigins.insert(batch.origin).inserted {
-            // Start over after a backoff: the peer resends its entries from our floor.
+            for e in batch.entries { sessions[peer]!.received[e.path] = e.version }
+            out.append(.send(to: peer, .indexAck(origin: batch.origin, indexID: batch.indexID, sequence: batch.lastSequence)))
+        } else if !result.isOK, sessions[peer] != nil, sessions[peer]!.failedOrigins.insert(batch.origin).inserted {
+            // Start over after a backoff: the peer resends its entries from our floor. (Also when
+            // the delivering session ended and another is up: its later batches must not be
+            // recorded past this failure either.)
             let attempt = retryAttempts[batch.origin, default: 0]
             retryAttempts[batch.origin] = attempt + 1
             let delay = min(configuration.retryBackoffMax, configuration.retryBackoffBase * (1 << min(attempt, 10)))
@@ -348,6 +369,13 @@ public struct FolderModel: Sendable {
     }
 
     // MARK: sending our index
+
+    /// Recording `.recordFloor` failed (the index could not be written): the floor goes back to
+    /// what the index holds, and the session with `peer` is closed so the origin resends.
+    public mutating func floorNotRecorded(origin: ShortDeviceID, back to: (indexID: UInt64, sequence: UInt64)?, peer: ShortDeviceID) -> [Directive] {
+        floors[origin] = to
+        return [.closeSession(peer, reason: "cannot record what was applied; resynchronizing", after: .zero)]
+    }
 
     /// Our index moved (a local change was indexed, or a batch from a peer was recorded).
     /// `changed`: paths of local changes just recorded — a peer's change of such a path that

@@ -206,7 +206,10 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         if !settled {
             violations.append("did not converge within 3 virtual minutes: " + peers.map { p in
                 "peer \(p.id): failing \(p.model.failing) batchError \(p.model.batchError ?? "-") applying \(p.model.isApplying) "
-                    + "sessions \(p.model.sessions.keys.sorted()) digests \(p.model.sessions.keys.sorted().map { p.model.digestState($0) })"
+                    + "sessions " + p.model.sessions.keys.sorted().map { q in
+                        let x = p.model.sessions[q]!
+                        return "\(q): applied \(p.model.applied(of: q))/\(x.announced) acked \(x.acked)/\(p.model.sequence) digest \(p.model.digestState(q))"
+                    }.joined(separator: ", ")
             }.joined(separator: "; "))
         }
         checkConverged()
@@ -442,6 +445,9 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
                 recorded.metadata = local.metadata   // as the scan saw it (FolderExchange+Apply does the same)
             }
             p.index.entries[e.path] = recorded
+        }
+        if let error = placed.flushError {   // recorded, not acknowledged: applied again (the daemon does the same)
+            return .init(failed: failed, batchError: "flushing failed: \(error)", deleted: counts.deleting, created: counts.creating)
         }
         return .init(failed: failed, deleted: counts.deleting, created: counts.creating)
     }
