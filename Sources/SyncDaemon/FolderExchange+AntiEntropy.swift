@@ -45,7 +45,7 @@ extension FolderExchange {
 
     /// The model's tick (`FolderModel.tick`): only while nothing moves here — a digest taken
     /// mid-apply or mid-scan is stale at once — the digest goes to the peers whose differs, and
-    /// digests that stay different between caught-up peers close the session for a full resend.
+    /// digests that stay different between caught-up peers ask for a full resend (both ways).
     func antiEntropyTick() {
         let moving = lock.withLock { counters.needFiles > 0 } || scanner.isBusy()
         let ours = moving ? nil : currentDigest()

@@ -124,7 +124,8 @@ public struct FolderModel: Sendable {
         public var theirDigest: Digest?
         public var sentDigest: Digest?
         public var digestDifferSince: Instant?
-        /// We asked for the peer's whole index: its batches below our floor are expected, not replays.
+        /// We asked for the peer's whole index (anti-entropy): its batches below our floor are
+        /// expected on this session, applied again, not taken for replays.
         public var resending = false
         /// Origins a change of which failed on this session: nothing of theirs is acknowledged until redialled.
         public var failedOrigins: Set<ShortDeviceID> = []
@@ -164,7 +165,6 @@ public struct FolderModel: Sendable {
     var nextBatch: BatchID = 1
     var nextEpoch: UInt64 = 1
     var retryAttempts: [ShortDeviceID: Int] = [:]
-    var fullResync: Set<ShortDeviceID> = []
     var lastRepair: [ShortDeviceID: Instant] = [:]
 
     /// `floors`: what the index says is applied of each origin (persisted by `.recordFloor`).
@@ -244,21 +244,32 @@ public struct FolderModel: Sendable {
         guard sessions[peer] != nil else { return [] }
         switch message {
         case let .hello(access, indexID, sequence):
-            let all = fullResync.remove(peer) != nil
             sessions[peer]!.access = access
             sessions[peer]!.indexID = indexID
             sessions[peer]!.announced = sequence
-            sessions[peer]!.resending = all
-            let held = all ? 0 : floors[peer].map { $0.indexID == indexID ? $0.sequence : 0 } ?? 0
+            let held = floors[peer].map { $0.indexID == indexID ? $0.sequence : 0 } ?? 0
             return [.send(to: peer, .indexAck(origin: peer, indexID: indexID, sequence: held))]
         case let .indexAck(origin, indexID, sequence):
             guard origin == me else { return [] }
             let matches = indexID == self.indexID
             sessions[peer]!.ackedIndexID = indexID
             sessions[peer]!.acked = matches ? sequence : 0
-            guard sessions[peer]!.lastSent == nil else { return [] }
-            sessions[peer]!.lastSent = matches ? sequence : 0
-            return readIndexIfBehind(peer)
+            guard sessions[peer]!.lastSent != nil else {
+                sessions[peer]!.lastSent = matches ? sequence : 0
+                return readIndexIfBehind(peer)
+            }
+            // An acknowledgement of 0 once sending started: the peer's digest differs from ours
+            // and it asks for our whole index (Protocol/wire.md, "Anti-entropy"). Resend it, and
+            // ask for the peer's in turn unless we asked already: both directions are repaired.
+            guard matches && sequence == 0 else { return [] }
+            sessions[peer]!.lastSent = 0
+            sessions[peer]!.received = [:]   // all of it: what it gave us may be what it lost
+            var out = readIndexIfBehind(peer)
+            if !sessions[peer]!.resending && access == .readWrite && sessions[peer]!.access == .readWrite {
+                sessions[peer]!.resending = true
+                out.append(.send(to: peer, .indexAck(origin: peer, indexID: sessions[peer]!.indexID, sequence: 0)))
+            }
+            return out
         case .digest(let d):
             sessions[peer]!.theirDigest = d
             sessions[peer]!.announced = max(sessions[peer]!.announced, d.sequence)
@@ -434,8 +445,11 @@ public struct FolderModel: Sendable {
             guard since.duration(to: now) >= configuration.repairAfter else { continue }
             if let last = lastRepair[peer], last.duration(to: now) < configuration.repairBackoff { continue }
             lastRepair[peer] = now
-            fullResync.insert(peer)
-            out.append(.closeSession(peer, reason: "anti-entropy: indexes differ; full resync", after: .zero))
+            // Ask for the peer's whole index with an acknowledgement of 0; it resends, and asks
+            // for ours in turn. Its resent batches are below our floor: expected, not replays.
+            sessions[peer]!.resending = true
+            sessions[peer]!.digestDifferSince = nil
+            out.append(.send(to: peer, .indexAck(origin: peer, indexID: s.indexID, sequence: 0)))
         }
         return out
     }

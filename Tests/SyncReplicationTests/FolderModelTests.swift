@@ -128,7 +128,7 @@ final class FolderModelTests: XCTestCase {
         XCTAssertEqual(m.applied(of: b), 0, "still not acknowledged: the origin resends it")
     }
 
-    func test_digestsThatStayDifferentBetweenCaughtUpPeers_askForAFullResend_thenBackOff() {
+    func test_digestsThatStayDifferentBetweenCaughtUpPeers_askForTheWholeIndex_bothWays_thenBackOff() {
         var m = connected(announced: 0, sequence: 3)
         _ = m.localIndexChanged(sequence: 3, digest: .init(sequence: 3, liveCount: 2, hash: [1]))
         _ = m.received(.indexAck(origin: a, indexID: 1, sequence: 3), from: b, now: t0)
@@ -136,13 +136,21 @@ final class FolderModelTests: XCTestCase {
         XCTAssertEqual(m.tick(now: t0, still: true), [.send(to: b, .digest(.init(sequence: 3, liveCount: 2, hash: [1])))])
         XCTAssertEqual(m.tick(now: t0 + .seconds(1), still: true), [], "not before 2 s")
         XCTAssertEqual(m.tick(now: t0 + .seconds(2), still: false), [], "nor while something moves here")
-        XCTAssertEqual(m.tick(now: t0 + .seconds(2), still: true),
-                       [.closeSession(b, reason: "anti-entropy: indexes differ; full resync", after: .zero)])
-        // The next hello is answered with 0: the peer resends everything, accepted below the floor.
-        _ = m.sessionDown(b); _ = m.sessionUp(b)
-        XCTAssertEqual(m.received(.hello(access: .readWrite, indexID: 7, sequence: 0), from: b, now: t0),
-                       [.send(to: b, .indexAck(origin: b, indexID: 7, sequence: 0))])
+        XCTAssertEqual(m.tick(now: t0 + .seconds(2), still: true), [.send(to: b, .indexAck(origin: b, indexID: 7, sequence: 0))],
+                       "an acknowledgement of 0 asks for B's whole index")
+        XCTAssertEqual(m.tick(now: t0 + .seconds(5), still: true), [], "at most every 10 s")
+        // B's resent batches are below our floor: applied again, not refused as replays.
+        guard case .apply? = m.received(.manifest(batch(1, 2)), from: b, now: t0).first else { return XCTFail("resend refused") }
         XCTAssertFalse(m.isInSync(with: [b]))
+    }
+
+    func test_aPeerAskingForOurWholeIndex_getsIt_andIsAskedForItsOwn() {
+        var m = connected(announced: 2, sequence: 4)
+        _ = m.indexRead(for: b, after: 0, (1...4).map { entry("x\($0)", Int64($0), by: a) })
+        XCTAssertEqual(m.received(.indexAck(origin: a, indexID: 1, sequence: 0), from: b, now: t0),
+                       [.readIndex(peer: b, after: 0, limit: 1000), .send(to: b, .indexAck(origin: b, indexID: 7, sequence: 0))])
+        XCTAssertEqual(m.received(.indexAck(origin: a, indexID: 1, sequence: 0), from: b, now: t0),
+                       [.readIndex(peer: b, after: 0, limit: 1000)], "asked once: no ping-pong")
     }
 
     func test_waitIsInSync_onlyWhenAppliedAcknowledgedAndDigestsAgree() {
