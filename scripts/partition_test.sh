@@ -111,10 +111,12 @@ final=$(tree_digest "$dir_a")
 missing=0
 for key in "${!expect[@]}"; do
     h=$(printf '%s\n' "${expect[$key]}" | sha256sum | cut -c1-16)
-    echo "$final" | grep -q "^F .* $h\$" || { missing=$((missing + 1)); log "lost: ${key}'s last version (\"${expect[$key]}\")"; }
+    # A here-string, not `echo | grep -q`: under pipefail, grep -q leaving early makes echo die of
+    # SIGPIPE and the pipeline fail — a kept edit reported lost now and then.
+    grep -q "^F .* $h\$" <<<"$final" || { missing=$((missing + 1)); log "lost: ${key}'s last version (\"${expect[$key]}\")"; }
 done
 echo "edits kept: $((${#expect[@]} - missing)) of ${#expect[@]}"
-[ "$missing" -eq 0 ] || rc=1
+[ "$missing" -eq 0 ] || { echo "FAIL: edits lost"; rc=1; }
 
 copies=$(echo "$final" | sed -nE 's/^F (.*) [0-9a-f]{16}$/\1/p' | grep -F '.sync-conflict-' || true)   # names may hold spaces
 n_copies=$(echo -n "$copies" | grep -c . || true)
@@ -123,14 +125,14 @@ dupname=$(echo -n "$copies" | grep -cE ' [0-9]+\.sync-conflict-|\.sync-conflict-
 # Two copies made for one original: one conflict (two sides) should leave exactly one.
 per_orig=$(echo -n "$copies" | sed -E 's/\.sync-conflict-[0-9]{8}-[0-9]{6}-[A-Z2-7]{7}( [0-9]+)?//' | sort | uniq -d | wc -l)
 echo "conflict copies $n_copies (5 conflicting files), copies of copies $nested, duplicate names $dupname, originals with >1 copy $per_orig"
-[ $((nested + dupname + per_orig)) -eq 0 ] || rc=1
+[ $((nested + dupname + per_orig)) -eq 0 ] || { echo "FAIL: conflict copies of copies, duplicate names or several copies of one original"; rc=1; }
 [ -n "$copies" ] && echo "$copies" | sed 's/^/    /'
 
 waits=""
-for n in a b c; do w=0; wait_peer "$n" 30 || w=$?; waits+="$n:$w "; [ "$w" -eq 0 ] || rc=1; done
+for n in a b c; do w=0; wait_peer "$n" 30 || w=$?; waits+="$n:$w "; [ "$w" -eq 0 ] || { echo "FAIL: wait on $n exited $w"; rc=1; }; done
 echo "wait exit status after the heal: $waits"
 finish_peers a b c
 echo "crashes (incl. at shutdown): $peer_crashes"
-[ "$peer_crashes" -eq 0 ] || rc=1
+[ "$peer_crashes" -eq 0 ] || { echo "FAIL: a daemon crashed"; rc=1; }
 [ $rc -eq 0 ] && echo PASS || echo FAIL
 exit $rc

@@ -152,9 +152,17 @@ public struct FolderPlacer {
                     result.done.append(e)
                 }
             case let .conflictCopy(e, staged, name):
-                attempt(e.path) { try renameWithoutReplacing(staged, to: name) }
+                attempt(e.path) {
+                    // The same conflict resolved again (the losing version came from a second
+                    // peer): its copy is already here, so no "name 2".
+                    if try sameContent(staged, name) { try folder.remove(staged); return }
+                    try renameWithoutReplacing(staged, to: name)
+                }
             case let .conflictLink(e, name):
-                attempt(e.path) { try renameWithoutReplacing(try makeLink(e), to: name) }
+                attempt(e.path) {
+                    if let there = try folder.metadata(name), there.kind == .symlink, there.symlinkTarget == e.metadata.symlinkTarget { return }
+                    try renameWithoutReplacing(try makeLink(e), to: name)
+                }
             case .symlink(let e):
                 attempt(e.path) {
                     try setAside(e.path)
@@ -239,6 +247,26 @@ public struct FolderPlacer {
             try keepUnindexedEdit(path, orTrashTo: trash)
         }
         log("\(RelativePath.display(path)) changes kind (was a \(disk.kind)): the old one is in the trash")
+    }
+
+    /// Whether `other` is a regular file with the same bytes as the regular file `path`.
+    func sameContent(_ path: String, _ other: String) throws -> Bool {
+        guard let a = try folder.metadata(path), let b = try folder.metadata(other), a.kind == .file, b.kind == .file,
+              a.size == b.size else { return false }
+        let ra = try folder.openForReading(path), rb = try folder.openForReading(other)
+        defer { ra.close(); rb.close() }
+        var x = [UInt8](repeating: 0, count: 1 << 16), y = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = try x.withUnsafeMutableBytes { try ra.read(into: $0) }
+            var m = 0
+            while m < n {
+                let k = try y.withUnsafeMutableBytes { try rb.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[m..<n])) }
+                if k == 0 { return false }
+                m += k
+            }
+            if n == 0 { return try y.withUnsafeMutableBytes { try rb.read(into: $0) } == 0 }
+            if x[..<n] != y[..<n] { return false }
+        }
     }
 
     /// `e`'s symlink, made under `.syncd/tmp/` (never followed), ready to be renamed into place.
