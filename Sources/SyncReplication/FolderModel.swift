@@ -107,7 +107,8 @@ public struct FolderModel: Sendable {
     }
 
     /// The state of one session with a peer.
-    public struct Session: Hashable, Sendable {
+    public struct Session: Sendable {
+
         /// Which session with the peer this is (each `sessionUp` makes a new one).
         public var epoch: UInt64 = 0
         public var access: Access?
@@ -159,6 +160,12 @@ public struct FolderModel: Sendable {
     public private(set) var batchError: String?
     /// Whether a user confirmed that large deletions from peers may apply (`syncd accept-deletions`).
     public var deletionsAccepted = false
+
+    /// Per peer, across sessions: its last digest, and its own batches applied since (last
+    /// sequence, deletions net of creations) — the mass-deletion guard's estimate of what the
+    /// peer holds is the digest's live count less what it deleted after the digest was taken.
+    var lastDigest: [ShortDeviceID: Digest] = [:]
+    var appliedNet: [ShortDeviceID: [(lastSequence: UInt64, net: Int)]] = [:]
 
     var queue: [Queued] = []
     var applying: Queued?
@@ -272,6 +279,8 @@ public struct FolderModel: Sendable {
             return out
         case .digest(let d):
             sessions[peer]!.theirDigest = d
+            lastDigest[peer] = d
+            appliedNet[peer] = appliedNet[peer]?.filter { $0.lastSequence > d.sequence }
             sessions[peer]!.announced = max(sessions[peer]!.announced, d.sequence)
             return []
         case .manifest(let batch):
@@ -332,9 +341,17 @@ public struct FolderModel: Sendable {
         guard total >= configuration.massDeletion.massDeletionMinimum else { return nil }
         let live = liveHere + s.deleted
         let remoteLive = current.peer == current.batch.origin
-            ? max(0, Int(s.theirDigest?.liveCount ?? 0) - s.netDeleted - (deleting - creating)) : 0
+            ? remoteLive(current.peer, plus: current.batch.lastSequence, net: deleting - creating) : 0
         guard GlobalState.isMassDeletion(wouldDelete: total, liveLocal: live, remoteLive: remoteLive, configuration.massDeletion) else { return nil }
         return "held: \(String(current.peer, radix: 16)) would delete \(total) of the \(live) files and directories here (it holds about \(remoteLive))"
+    }
+
+    /// What `peer` holds live, as its last digest says less what its batches applied since (and
+    /// this one, ending at `lastSequence`) deleted net of creations; 0 when it never sent a digest.
+    func remoteLive(_ peer: ShortDeviceID, plus lastSequence: UInt64, net: Int) -> Int {
+        guard let d = lastDigest[peer] else { return 0 }
+        let since = (appliedNet[peer] ?? []).reduce(0) { $0 + ($1.lastSequence > d.sequence ? $1.net : 0) }
+        return max(0, Int(d.liveCount) - since - (lastSequence > d.sequence ? net : 0))
     }
 
     /// The apply of batch `id` ended.
@@ -354,6 +371,7 @@ public struct FolderModel: Sendable {
         if delivering != nil {
             sessions[peer]!.deleted += result.deleted
             sessions[peer]!.netDeleted += result.deleted - result.created
+            if batch.origin == peer { appliedNet[peer, default: []].append((batch.lastSequence, result.deleted - result.created)) }
         }
         let blocked = delivering?.failedOrigins.contains(batch.origin) ?? true
         if result.isOK && !blocked {

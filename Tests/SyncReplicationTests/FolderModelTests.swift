@@ -182,6 +182,19 @@ final class FolderModelTests: XCTestCase {
         XCTAssertNil(m.massDeletionHeld(second, deleting: 7, creating: 0, liveHere: 15), "accepted by the user")
     }
 
+    func test_massDeletionGuard_doesNotCountDeletionsTheDigestAlreadyReflects() {
+        var m = connected(announced: 12)
+        // B deleted 11 of 20 on purpose and still holds 15 (it made some): its digest, taken after.
+        _ = m.received(.digest(.init(sequence: 12, liveCount: 15, hash: [1])), from: b, now: t0)
+        let id = try! XCTUnwrap(applyID(m.received(.manifest(batch(1, 12)), from: b, now: t0)))
+        XCTAssertNil(m.massDeletionHeld(id, deleting: 11, creating: 0, liveHere: 20))
+        // A peer that holds almost nothing (a wiped disk) is still held.
+        var w = connected(announced: 12)
+        _ = w.received(.digest(.init(sequence: 12, liveCount: 1, hash: [1])), from: b, now: t0)
+        let wid = try! XCTUnwrap(applyID(w.received(.manifest(batch(1, 12)), from: b, now: t0)))
+        XCTAssertNotNil(w.massDeletionHeld(wid, deleting: 11, creating: 0, liveHere: 20))
+    }
+
     func test_readOnlyAndStorageDevices_neverSendTheirIndex() {
         for access in [FolderModel.Access.readOnly, .storage] {
             var m = FolderModel(me: a, indexID: 1, access: access, sequence: 5)
