@@ -91,7 +91,7 @@ extension IndexStore {
                 }
                 guard isStillMissing(path) else { continue }
                 let m = Self.metadata(r, from: 1)
-                let version = (VersionVector(encoded: [UInt8](r[8] as Data)) ?? VersionVector()).incremented(by: device)
+                let version = (VersionVector(encoded: [UInt8](r[8] as Data)) ?? VersionVector()).incremented(by: device, now: IndexStore.counterClock())
                 sequence += 1
                 _ = try Int64.fetchOne(upsert, arguments: [
                     folder, path, Int64(m.kind.rawValue), m.size, Int64(m.mode), m.mtimeNs, m.ctimeNs,

@@ -309,7 +309,15 @@ public struct IndexStore: Sendable {
     /// Records local changes in one transaction: each real change bumps the folder sequence and
     /// the entry's version vector (by `device`). Returns the folder's sequence afterwards.
     @discardableResult
-    public func recordLocalChanges(_ changes: [LocalChange], folder: Int64, device: ShortDeviceID) throws -> Int64 {
+    /// The clock a local change's counter is at least (milliseconds since 1970): a device's counter
+    /// for a path never comes back to a value it issued before, even after a conflict recorded the
+    /// winner's vector without our higher counter (found by the replication simulator, seed 9729:
+    /// two different versions with one vector compare equal, and never converge).
+    public static func counterClock() -> UInt64 { UInt64(max(0, Date().timeIntervalSince1970 * 1000)) }
+
+    /// `now`: the counter floor for this batch (`counterClock()`; tests pass 0 for small counters).
+    public func recordLocalChanges(_ changes: [LocalChange], folder: Int64, device: ShortDeviceID,
+                                   now: UInt64 = IndexStore.counterClock()) throws -> Int64 {
         try writer.write { db in
             var sequence = try Int64.fetchOne(db, sql: "SELECT sequence FROM folder WHERE id = ?", arguments: [folder]) ?? 0
             let lookup = try db.cachedStatement(sql: "SELECT id, version, deleted, kind, size, mode, mtime_ns, ctime_ns, inode, symlink_target, chunks FROM file WHERE folder = ? AND path = ?")
@@ -360,7 +368,7 @@ public struct IndexStore: Sendable {
                     metadata = Self.metadata(e, from: 3); chunks = []; deleted = true
                 }
                 sequence += 1
-                let version = oldVersion.incremented(by: device)
+                let version = oldVersion.incremented(by: device, now: now)
                 let id = try Int64.fetchOne(upsert, arguments: [
                     folder, change.path, Int64(metadata.kind.rawValue), metadata.size, Int64(metadata.mode),
                     metadata.mtimeNs, metadata.ctimeNs, Int64(bitPattern: metadata.inode), metadata.symlinkTarget,

@@ -561,6 +561,9 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         return ChunkID(w0: h, w1: UInt64(data.count), w2: 0, w3: 0)
     }
 
+    /// The virtual clock in milliseconds since a made-up epoch (a counter floor, like the daemon's).
+    var clockMs: UInt64 { 1_000_000 + UInt64(slices) * 10 }
+
     /// What the daemon's scanner does: every difference between the tree and the index becomes a
     /// new local version (this device's counter incremented), deletions included.
     func scan(_ p: Peer) {
@@ -583,7 +586,8 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
                         chunks = data.isEmpty ? [] : [ChunkRef(id: Self.chunkID(data), size: UInt32(data.count))]
                         content = data
                     }
-                    let version = (old?.version ?? VersionVector()).incremented(by: p.id)
+                    // The daemon's counter floor: milliseconds of the clock (IndexStore.counterClock).
+                    let version = (old?.version ?? VersionVector()).incremented(by: p.id, now: clockMs)
                     changed.append(FileEntry(path: path, metadata: m, version: version, sequence: 0, chunks: chunks))
                     indexed[path, default: []].append((version, content))
                 }
@@ -592,7 +596,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
         }
         walk("")
         for e in p.index.entries.values.sorted(by: { $0.path < $1.path }) where !e.deleted && !seen.contains(e.path) {
-            let version = e.version.incremented(by: p.id)
+            let version = e.version.incremented(by: p.id, now: clockMs)
             changed.append(FileEntry(path: e.path, metadata: e.metadata, deleted: true, version: version, sequence: 0))
             indexed[e.path, default: []].append((version, nil))
         }

@@ -38,10 +38,10 @@ final class IndexStoreTests: XCTestCase {
             .present(path: "gone", metadata: meta(inode: big), chunks: []),
             .present(path: "dir", metadata: meta(.directory, size: 0, inode: big), chunks: []),
             .present(path: "other", metadata: meta(inode: 41), chunks: []),
-        ], folder: folder.id, device: device)
-        try store.recordLocalChanges([.removed(path: "gone")], folder: folder.id, device: device)
+        ], folder: folder.id, device: device, now: 0)
+        try store.recordLocalChanges([.removed(path: "gone")], folder: folder.id, device: device, now: 0)
         let second = try store.addFolder(path: "/data2", folderID: "fid2", access: "read-write", secret: "s", chunkerVersion: 1)
-        try store.recordLocalChanges([.present(path: "x", metadata: meta(inode: big), chunks: [])], folder: second.id, device: device)
+        try store.recordLocalChanges([.present(path: "x", metadata: meta(inode: big), chunks: [])], folder: second.id, device: device, now: 0)
         XCTAssertEqual(Set(try store.liveFiles(folder: folder.id, inode: big)), ["orig", "d/twin"])
         XCTAssertEqual(try store.liveFiles(folder: folder.id, inode: 41), ["other"])
         XCTAssertEqual(try store.liveFiles(folder: folder.id, inode: 42), [])
@@ -60,9 +60,9 @@ final class IndexStoreTests: XCTestCase {
         try store.recordLocalChanges([
             .present(path: "big", metadata: meta(size: 200), chunks: long),
             .present(path: "small", metadata: meta(size: 10), chunks: [chunk(1, 10)]),
-        ], folder: folder.id, device: device)
+        ], folder: folder.id, device: device, now: 0)
         XCTAssertEqual(try store.chunkLists(folder: folder.id, longerThan: 128), [long])
-        try store.recordLocalChanges([.removed(path: "big")], folder: folder.id, device: device)
+        try store.recordLocalChanges([.removed(path: "big")], folder: folder.id, device: device, now: 0)
         XCTAssertEqual(try store.chunkLists(folder: folder.id, longerThan: 128), [])
     }
 
@@ -70,7 +70,7 @@ final class IndexStoreTests: XCTestCase {
         let seq = try store.recordLocalChanges([
             .present(path: "a", metadata: meta(size: 10), chunks: [chunk(1, 10)]),
             .present(path: "d", metadata: meta(.directory, size: 0), chunks: []),
-        ], folder: folder.id, device: device)
+        ], folder: folder.id, device: device, now: 0)
         XCTAssertEqual(seq, 2)
         let a = try XCTUnwrap(store.entry(folder: folder.id, path: "a"))
         XCTAssertEqual(a.sequence, 1)
@@ -78,7 +78,7 @@ final class IndexStoreTests: XCTestCase {
         XCTAssertEqual(a.chunks, [chunk(1, 10)])
 
         try store.recordLocalChanges([.present(path: "a", metadata: meta(size: 20, mtime: 2), chunks: [chunk(2, 20)])],
-                                     folder: folder.id, device: device)
+                                     folder: folder.id, device: device, now: 0)
         let a2 = try XCTUnwrap(store.entry(folder: folder.id, path: "a"))
         XCTAssertEqual(a2.sequence, 3)
         XCTAssertEqual(a2.version.value(for: device), 2)
@@ -88,32 +88,32 @@ final class IndexStoreTests: XCTestCase {
     }
 
     func test_recordLocalChanges_shouldNotVersionUnchangedContent() throws {
-        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device)
+        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device, now: 0)
         var touched = meta()
         touched.ctimeNs = 99
         touched.inode = 8
         let seq = try store.recordLocalChanges([.present(path: "a", metadata: touched, chunks: [chunk(1, 10)])],
-                                               folder: folder.id, device: device)
+                                               folder: folder.id, device: device, now: 0)
         XCTAssertEqual(seq, 1, "ctime/inode-only changes are not a new version")
         XCTAssertEqual(try store.scanState(folder: folder.id, path: "a")?.metadata.ctimeNs, 99, "but the stat cache is refreshed")
     }
 
     func test_removal_shouldLeaveTombstoneAndDropChunks() throws {
-        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device)
-        let seq = try store.recordLocalChanges([.removed(path: "a"), .removed(path: "never-existed")], folder: folder.id, device: device)
+        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device, now: 0)
+        let seq = try store.recordLocalChanges([.removed(path: "a"), .removed(path: "never-existed")], folder: folder.id, device: device, now: 0)
         XCTAssertEqual(seq, 2, "removing an unknown path is not a change")
         let a = try XCTUnwrap(store.entry(folder: folder.id, path: "a"))
         XCTAssertTrue(a.deleted)
         XCTAssertEqual(a.version.value(for: device), 2)
         XCTAssertNil(try store.locateChunk(chunk(1, 10).id))
-        XCTAssertEqual(try store.recordLocalChanges([.removed(path: "a")], folder: folder.id, device: device), 2, "already deleted")
+        XCTAssertEqual(try store.recordLocalChanges([.removed(path: "a")], folder: folder.id, device: device, now: 0), 2, "already deleted")
         XCTAssertEqual(try store.stats(folder: folder.id), FolderStats(files: 0, directories: 0, symlinks: 0, bytes: 0, deleted: 1, sequence: 2))
     }
 
     func test_entriesAfter_shouldReturnOnlyNewerInSequenceOrder() throws {
         for i in 0..<5 {
             try store.recordLocalChanges([.present(path: "f\(i)", metadata: meta(size: 1), chunks: [chunk(UInt64(i), 1)])],
-                                         folder: folder.id, device: device)
+                                         folder: folder.id, device: device, now: 0)
         }
         XCTAssertEqual(try store.entries(folder: folder.id, after: 3).map(\.path), ["f3", "f4"])
         XCTAssertEqual(try store.entries(folder: folder.id, after: 0, limit: 2).map(\.sequence), [1, 2])
@@ -122,8 +122,8 @@ final class IndexStoreTests: XCTestCase {
     func test_livePaths_shouldSelectSubtreeOnly() throws {
         try store.recordLocalChanges(["d", "d/x", "d/y/z", "d0", "dd", "e"].map {
             .present(path: $0, metadata: meta(size: 0), chunks: [])
-        }, folder: folder.id, device: device)
-        try store.recordLocalChanges([.removed(path: "d/x")], folder: folder.id, device: device)
+        }, folder: folder.id, device: device, now: 0)
+        try store.recordLocalChanges([.removed(path: "d/x")], folder: folder.id, device: device, now: 0)
         XCTAssertEqual(Set(try store.livePaths(folder: folder.id, under: "d")), ["d", "d/y/z"])
         XCTAssertEqual(try store.livePaths(folder: folder.id, under: "").count, 5)
     }
@@ -134,7 +134,7 @@ final class IndexStoreTests: XCTestCase {
             .present(path: "b", metadata: meta(size: 5), chunks: [chunk(2, 5)]),
             .present(path: "d", metadata: meta(.directory, size: 0), chunks: []),
             .present(path: "l", metadata: FileMetadata(kind: .symlink, size: 1, mode: 0o777, mtimeNs: 1, ctimeNs: 1, inode: 3, symlinkTarget: "a"), chunks: []),
-        ], folder: folder.id, device: device)
+        ], folder: folder.id, device: device, now: 0)
         let s = try store.stats(folder: folder.id)
         XCTAssertEqual(s.files, 2)
         XCTAssertEqual(s.directories, 1)
@@ -144,7 +144,7 @@ final class IndexStoreTests: XCTestCase {
     }
 
     func test_removeFolder_shouldForgetItsIndex() throws {
-        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device)
+        try store.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: folder.id, device: device, now: 0)
         try store.removeFolder(id: folder.id)
         XCTAssertEqual(try store.folders(), [])
         XCTAssertNil(try store.locateChunk(chunk(1, 10).id))
@@ -158,7 +158,7 @@ final class IndexStoreTests: XCTestCase {
         do {
             let s = try IndexStore(path: dir + "/index.db")
             let f = try s.addFolder(path: "/x", folderID: "x", access: "read-write", secret: "s", chunkerVersion: 1)
-            try s.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: f.id, device: device)
+            try s.recordLocalChanges([.present(path: "a", metadata: meta(), chunks: [chunk(1, 10)])], folder: f.id, device: device, now: 0)
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/index.db-wal"), "WAL journal while open")
         }
         let reopened = try IndexStore(path: dir + "/index.db")
