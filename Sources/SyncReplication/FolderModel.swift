@@ -130,9 +130,8 @@ public struct FolderModel: Sendable {
         public var resending = false
         /// Origins a change of which failed on this session: nothing of theirs is acknowledged until redialled.
         public var failedOrigins: Set<ShortDeviceID> = []
-        /// Live paths deleted, and deleted net of created, by this session's batches (mass-deletion guard).
+        /// Live paths deleted by this session's batches (the mass-deletion guard counts them together).
         public var deleted = 0
-        public var netDeleted = 0
     }
 
     struct Queued: Hashable, Sendable {
@@ -370,7 +369,6 @@ public struct FolderModel: Sendable {
         let delivering = sessions[peer].flatMap { $0.epoch == done.epoch ? $0 : nil }
         if delivering != nil {
             sessions[peer]!.deleted += result.deleted
-            sessions[peer]!.netDeleted += result.deleted - result.created
             if batch.origin == peer { appliedNet[peer, default: []].append((batch.lastSequence, result.deleted - result.created)) }
         }
         let blocked = delivering?.failedOrigins.contains(batch.origin) ?? true
