@@ -16,12 +16,10 @@ final class FolderRuntime: Sendable {
     var record: FolderRecord { service.record }
     var folderID: [UInt8] { service.keys.folderID }
 
-    /// `rtt`: the sessions' round-trip time to a device; `announcedPeers`: the live members that
-    /// gossip says hold this folder.
+    /// `rtt`: the sessions' round-trip time to a device.
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, logger: Logger,
-         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?,
-         announcedPeers: @escaping @Sendable () -> Set<ShortDeviceID>) {
+         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?) {
         let service = FolderService(record: record, secret: secret, store: store, device: device,
                                     configuration: configuration, logger: logger)
         self.service = service
@@ -36,7 +34,6 @@ final class FolderRuntime: Sendable {
         self.exchange = exchange
         guard let exchange else { return }
         exchange.rtt = rtt
-        exchange.announcedPeers = announcedPeers
         // What an apply needs of the scanner side.
         exchange.scanner = FolderExchange.Scanner(
             isPaused: { [weak service] in service?.isPaused ?? true },
