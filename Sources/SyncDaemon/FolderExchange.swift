@@ -75,6 +75,7 @@ final class FolderExchange: @unchecked Sendable {
             answer = bytes
             refused = bytes == nil && refusedByPeer
             let done = onDone
+            onDone = nil   // it may hold this request (and its bytes): break the cycle
             condition.broadcast()
             condition.unlock()
             done?()
