@@ -24,7 +24,6 @@ import SyncStore
 /// session ends or that lets a request time out while others can serve is taken out (its requests
 /// go to the others without counting as failures). With no peer left, what remains fails.
 final class ChunkPull: @unchecked Sendable {
-    typealias PullError = FolderExchange.PullError
     /// Where a chunk's bytes are in the folder (folder-relative path, byte offset).
     typealias Location = (path: String, offset: Int64)
 

@@ -47,7 +47,7 @@ extension FolderExchange {
     /// mid-apply or mid-scan is stale at once — the digest goes to the peers whose differs, and
     /// digests that stay different between caught-up peers ask for a full resend (both ways).
     func antiEntropyTick() {
-        let moving = lock.withLock { counters.needFiles > 0 } || scanner.isBusy()
+        let moving = lock.withLock { counters.needFiles > 0 } || applier.scanner.isBusy()
         let ours = moving ? nil : currentDigest()
         perform(lock.withLock { () -> [FolderModel.Directive] in
             var out: [FolderModel.Directive] = []

@@ -8,47 +8,30 @@ import SyncSecurity
 import SyncStore
 import SyncWire
 
-/// Getting chunks and chunk-list pieces: `ChunkPull` carries out `SyncReplication.PullPlanner`
-/// over the folder's sessions; this file gives it what it needs and stages a batch with it.
+/// Chunk requests over the folder's sessions: what a `ChunkPull` (the shell of
+/// `SyncReplication.PullPlanner`) needs of them, and their answers.
 extension FolderExchange {
-    /// Stages every file of the batch (the chunks of all of them scheduled together, so a batch of
-    /// 1,000 small files costs a few round trips and a big file streams from every peer). Renames
-    /// of a local file are staged as a hard link. Returns the steps (by index) that could not be
-    /// staged, with the reason; the others are staged whatever happens to those.
-    func stageAll(_ steps: inout [Step], from link: PeerLink, clock: inout StageClock) throws -> [Int: Error] {
-        let syncEach = Self.syncsEachFile(steps)
-        let workers = 4
-        let dirs = try (0..<workers).map(stagingDirectory)
-        var jobs: [ChunkPull.Job] = []
-        for (i, step) in steps.enumerated() {
-            let entry: FileEntry
-            switch step {
-            case .file(let e, _), .conflictCopy(let e, _, _): entry = e
-            default: continue
-            }
-            // Spread over a few directories: creating a file holds its directory's lock (on this
-            // test machine's ext4 the wait was a fifth of the receiver's CPU in the `small` benchmark).
-            let temp = dirs[i % workers] + "/pull-\(UInt64.random(in: 0...UInt64.max))"
-            if let source = renames[entry.path], linkRenamed(source, to: temp, syncEach: syncEach) {
-                steps[i] = steps[i].staged(at: temp)
-                continue
-            }
-            jobs.append(.init(key: i, chunks: entry.chunks, destination: .file(temp, entry.metadata)))
-        }
-        clock.lap("plan pulls")
-        guard let pull = chunkPull(announcer: link.device.short, syncEach: syncEach) else {
-            return Dictionary(uniqueKeysWithValues: jobs.map { ($0.key, PullError(description: "no chunk-id key") as Error) })
-        }
-        let outcome = pull.run(jobs)
-        for job in jobs where outcome.done.contains(job.key) { steps[job.key] = steps[job.key].staged(at: job.temp!) }
-        return outcome.failures
+    /// How long to wait for a chunk from `peer` before asking the next one: eight round trips
+    /// (a window of requests queues behind one another), at least 2 s, `requestTimeout` while the
+    /// round trip is unknown.
+    func requestTimeout(for peer: ShortDeviceID) -> TimeInterval {
+        guard let rtt = rtt?(peer) else { return Self.requestTimeout }
+        let seconds = Double(rtt.components.seconds) + Double(rtt.components.attoseconds) / 1e18
+        return min(Self.requestTimeout, max(2, 8 * seconds))
     }
 
-    struct PullError: Error, CustomStringConvertible {
-        let description: String
-        /// The peer that announced this version answered that it no longer has the chunk (its file
-        /// changed again), and nobody else had it: a newer version of the path is on its way.
-        var gone = false
+    /// A request to `peer` timed out while another peer could serve: fail its other requests now
+    /// (their stagers ask the others at once, instead of one timeout per chunk in turn) and leave
+    /// it out of the pull's sources for `stallPause` seconds, or until it answers anything.
+    func stall(_ peer: ShortDeviceID) {
+        let orphaned: [PendingRequest] = lock.withLock {
+            guard links.values.contains(where: { $0.device.short != peer && $0.access != nil }) else { return [] }
+            stalled[peer] = .now() + Self.stallPause
+            let gone = pending.filter { $0.value.peer == peer }
+            for id in gone.keys { pending[id] = nil }
+            return Array(gone.values)
+        }
+        for p in orphaned { p.complete(nil) }
     }
 
     /// A pull over this folder's sessions (nil without a chunk-id key: a storage secret).
@@ -73,52 +56,6 @@ extension FolderExchange {
             timeout: { [self] peer in requestTimeout(for: peer) },
             stall: { [self] peer in stall(peer) })
         return ChunkPull(env, announcer: announcer, syncEach: syncEach)
-    }
-
-    /// A rename staged without copying: a hard link to the local file, if that file is still
-    /// exactly what the index says (same size, mtime, inode…; mode and mtime already match the
-    /// entry, so the shared inode is not touched).
-    func linkRenamed(_ source: FileEntry, to temp: String, syncEach: Bool) -> Bool {
-        guard let disk = try? folder.metadata(source.path), disk.kind == .file, disk.looksUnchanged(from: source.metadata),
-              (try? folder.link(source.path, to: temp)) != nil else { return false }
-        if syncEach && (try? folder.synchronize(temp)) == nil { try? folder.remove(temp); return false }
-        return true
-    }
-
-    /// Where staging worker `k` writes: `.syncd/tmp/<k>`.
-    func stagingDirectory(_ worker: Int) throws -> String {
-        let dir = ".syncd/tmp/\(worker)"
-        do { try folder.makeDirectory(dir, mode: 0o700) } catch let e as FileSystemError where e.errno == EEXIST {}
-        return dir
-    }
-
-    /// Staged files a crash left behind (never renamed into place) are thrown away at start-up.
-    func clearStaging() {
-        try? folder.removeTree(".syncd/tmp")
-    }
-
-    /// The entries with their full chunk lists: pieces this folder holds are read from the index,
-    /// the rest fetched like chunks (one pull), verified against their keyed ids, and kept.
-    func resolvePieces(_ listed: [ManifestEntry], from link: PeerLink) throws -> [FileEntry] {
-        let refs = listed.flatMap { $0.pieces ?? [] }
-        guard !refs.isEmpty else { return listed.map(\.entry) }
-        guard let pull = chunkPull(announcer: link.device.short, syncEach: false) else { throw PullError(description: "no chunk-id key") }
-        var have = try store.pieces(refs.map(\.id), folder: record.id)
-        var missing: [ChunkListPieces.Ref] = []
-        var seen: Set<ChunkID> = []
-        for r in refs where have[r.id] == nil && seen.insert(r.id).inserted { missing.append(r) }
-        if !missing.isEmpty {
-            let outcome = pull.run(missing.enumerated().map { .init(key: $0, chunks: [$1.chunk], destination: .memory) })
-            if let (i, error) = outcome.failures.min(by: { $0.key < $1.key }) {
-                throw PullError(description: "chunk-list piece \(missing[i].id) did not arrive: \(error)")
-            }
-            let fetched = missing.enumerated().map { i, r in (id: r.id, bytes: outcome.memory[i] ?? []) }
-            for f in fetched { have[f.id] = f.bytes }
-            try store.storePieces(fetched, folder: record.id)
-        }
-        return try listed.map { m in
-            try m.resolved(with: (m.pieces ?? []).map { r in try ChunkListPieces.decode(have[r.id] ?? [], as: r) })
-        }
     }
 
     /// Peers to fetch from: every connected peer that can serve plaintext or (storage) sealed
@@ -172,13 +109,3 @@ extension FolderExchange {
 }
 
 
-extension FolderPlacer.Step {
-    /// A file or conflict copy whose content is now staged at `temp`.
-    func staged(at temp: String) -> Self {
-        switch self {
-        case .file(let e, _): .file(e, staged: temp)
-        case .conflictCopy(let e, _, let name): .conflictCopy(e, staged: temp, name: name)
-        default: self
-        }
-    }
-}

@@ -12,87 +12,22 @@ import SyncWire
 /// - hello, then each side acknowledges how far it holds the other's index, and the other sends
 ///   only newer entries — sealed manifests of at most 1,000 entries — and every later local change
 ///   at once;
-/// - a manifest is verified (folder signature, rollback/replay floor, paths), then its entries are
-///   planned against the local index, their chunks copied from local files or fetched from the
-///   peer (pipelined, verified against their keyed ids), staged under `.syncd/tmp/`, flushed with
-///   one `syncfs`, and renamed into place in one pass between scans — directories first,
-///   deletions (to `.syncd/trash/`) last; then acknowledged;
+/// - a manifest is verified (folder signature, rollback/replay floor, paths), admitted by the
+///   model, and applied by `FolderApplier` (planned, its chunks pulled by a `ChunkPull`, staged,
+///   placed in one pass between scans); then acknowledged;
 /// - storage peers keep sealed manifests and chunks and serve them.
 ///
-/// This file holds the sessions, sending and receiving manifests, and serving; planning and
-/// placing are in FolderExchange+Apply.swift, fetching and staging in FolderExchange+Pull.swift.
+/// A shell over `SyncReplication.FolderModel`, which makes every session decision: events go in
+/// under `lock`, directives come out and are carried out by `perform`. This file holds the
+/// sessions, the directives and receiving manifests; FolderExchange+Serve.swift what we send and
+/// serve, +Pull.swift chunk requests, +AntiEntropy.swift the digest timer, +Wire.swift the
+/// conversions between model values and messages, PeerLink.swift a session's link.
 final class FolderExchange: @unchecked Sendable {
     enum Outcome: Equatable {
         case reply([SessionMessage])
         /// Refuse and close the session; the reason is logged and told to the peer.
         case refuse(String)
     }
-
-    /// One established session with a peer for this folder: how to reach it. What is known of
-    /// the session (acknowledgements, digests, failed origins…) is in `model`.
-    final class PeerLink: @unchecked Sendable {
-        let device: DeviceID
-        let send: @Sendable (SessionMessage) -> Void
-        /// Ends the session; the dialer reconnects and the peer resends from our applied floor.
-        var close: (@Sendable (String) -> Void)?
-        /// The access the peer said in its hello (nil before).
-        var access: SessionMessage.AccessByte?
-        /// Sealed chunks already pushed to this (storage) peer.
-        var storedChunks: Set<ChunkID> = []
-        /// What this peer holds of other origins' indexes (relays from a storage peer).
-        var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
-        var relayed = false
-        init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
-    }
-
-    /// A chunk request in flight: answered once (the chunk, or nil for a refusal, a timeout or a
-    /// session that ended), waited on by any number of stagers. A condition variable, not a
-    /// semaphore: libdispatch traps when a semaphore is freed below its initial value, which a
-    /// request abandoned mid-wait did (SIGILL in `_dispatch_semaphore_dispose`).
-    final class PendingRequest: @unchecked Sendable {
-        private let condition = NSCondition()
-        private var answered = false
-        private var answer: [UInt8]?
-        /// The peer asked (its short id), so a session that ends fails its requests at once.
-        var peer: ShortDeviceID = 0
-        /// Called once the answer (or a refusal) is in, on the answering thread.
-        var onDone: (@Sendable () -> Void)?
-
-        private var refused = false
-
-        /// The chunk's bytes once answered; nil before, or when refused.
-        var bytes: [UInt8]? { condition.lock(); defer { condition.unlock() }; return answer }
-
-        /// Whether the peer itself answered that it does not have the chunk (request-failed) —
-        /// not a session that ended or a peer left out for stalling, which also answer nil.
-        var refusedByPeer: Bool { condition.lock(); defer { condition.unlock() }; return refused }
-
-        /// Records the answer (the first one counts) and wakes every waiter.
-        func complete(_ bytes: [UInt8]?, refusedByPeer: Bool = false) {
-            condition.lock()
-            guard !answered else { condition.unlock(); return }
-            answered = true
-            answer = bytes
-            refused = bytes == nil && refusedByPeer
-            let done = onDone
-            onDone = nil   // it may hold this request (and its bytes): break the cycle
-            condition.broadcast()
-            condition.unlock()
-            done?()
-        }
-
-        /// Whether the answer came within `timeout` seconds; once it has, every wait returns at once.
-        func wait(_ timeout: TimeInterval) -> Bool {
-            let deadline = Date().addingTimeInterval(timeout)
-            condition.lock()
-            defer { condition.unlock() }
-            while !answered {
-                if !condition.wait(until: deadline) { return answered }
-            }
-            return true
-        }
-    }
-
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
@@ -106,11 +41,6 @@ final class FolderExchange: @unchecked Sendable {
         return all.isEmpty ? nil : all.joined(separator: "; ")
     }
 
-    /// How long deleted files stay in `.syncd/trash/` (seconds) and how many conflict copies one
-    /// file keeps (`DaemonConfiguration.Replication`).
-    let trashRetention: TimeInterval
-    let maxConflictCopies: Int
-
     static let entriesPerManifest = 1000
     /// How long a chunk request may wait for its answer before the chunk is asked of the next peer
     /// (seconds). A session that goes silent is closed by its keepalive and fails its requests
@@ -119,15 +49,6 @@ final class FolderExchange: @unchecked Sendable {
 
     /// The session's smoothed round-trip time to a peer (from its keepalive), nil before the first pong.
     var rtt: (@Sendable (ShortDeviceID) -> Duration?)?
-
-    /// How long to wait for a chunk from `peer` before asking the next one: eight round trips
-    /// (a window of requests queues behind one another), at least 2 s, `requestTimeout` while the
-    /// round trip is unknown.
-    func requestTimeout(for peer: ShortDeviceID) -> TimeInterval {
-        guard let rtt = rtt?(peer) else { return Self.requestTimeout }
-        let seconds = Double(rtt.components.seconds) + Double(rtt.components.attoseconds) / 1e18
-        return min(Self.requestTimeout, max(2, 8 * seconds))
-    }
 
     let folderID: [UInt8]
     let access: AccessKind
@@ -144,22 +65,8 @@ final class FolderExchange: @unchecked Sendable {
     let me: ShortDeviceID
     let indexID: UInt64
     var logger: Logger
-    /// What an apply needs of the folder's scanner side (`FolderService`), wired by `FolderRuntime`.
-    struct Scanner: Sendable {
-        var isPaused: @Sendable () -> Bool
-        /// A scan is queued or running (a digest taken now would be stale).
-        var isBusy: @Sendable () -> Bool
-        /// The user ran `syncd accept-deletions` in the last minutes.
-        var deletionsAccepted: @Sendable () -> Bool
-        var pauseForFullDisk: @Sendable (_ needed: Int64) -> Void
-        /// Runs `body` with no scan running (placing and recording a batch).
-        var exclusive: @Sendable (_ body: () throws -> Void) throws -> Void
-
-        /// A folder with no scanner side: paused.
-        static let none = Scanner(isPaused: { true }, isBusy: { true }, deletionsAccepted: { false },
-                                  pauseForFullDisk: { _ in }, exclusive: { _ in throw PullError(description: "the folder is stopping") })
-    }
-    var scanner = Scanner.none
+    /// Applies the peers' batches (plan, pull, stage, place, record).
+    let applier: FolderApplier
 
     let lock = Lock()
     /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down), and why.
@@ -183,10 +90,6 @@ final class FolderExchange: @unchecked Sendable {
     let digestQueue: DispatchQueue
     let work: DispatchQueue
     let pushQueue: DispatchQueue
-    var knownStates: [String: (metadata: FileMetadata, deleted: Bool)]?
-    /// Files of the batch that are renames of a local file the batch deletes (target → that
-    /// file's index entry): staged as a hard link instead of a copy.
-    var renames: [String: FileEntry] = [:]
     /// The keyed ids of chunks of zeros (holes are neither fetched nor written).
     let zeros = ZeroChunks()
 
@@ -194,8 +97,6 @@ final class FolderExchange: @unchecked Sendable {
          replication: DaemonConfiguration.Replication) throws {
         self.record = record
         self.folder = POSIXFileSystem(root: record.path)
-        self.trashRetention = replication.trashDays * 86400
-        self.maxConflictCopies = max(1, replication.maxConflicts)
         self.keys = keys
         self.folderID = keys.folderID
         self.access = keys.access
@@ -217,7 +118,21 @@ final class FolderExchange: @unchecked Sendable {
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
         digestQueue = DispatchQueue(label: "syncd.exchange.\(record.id).digest")
-        clearStaging()
+        applier = FolderApplier(record: record, folder: folder, store: store, me: device, logger: self.logger, replication: replication)
+        applier.hooks = .init(
+            count: { [weak self] files, bytes, conflicts in
+                guard let self else { return }
+                lock.withLock { counters.needFiles += files; counters.needBytes += bytes; counters.conflicts += conflicts }
+            },
+            holdDeletions: { [weak self] id, deleting, creating, live in
+                guard let self else { return Self.removedReason }
+                let accepted = applier.scanner.deletionsAccepted()
+                return lock.withLock {
+                    model.deletionsAccepted = accepted
+                    return model.massDeletionHeld(id, deleting: deleting, creating: creating, liveHere: live)
+                }
+            },
+            pull: { [weak self] announcer, syncEach in self?.chunkPull(announcer: announcer, syncEach: syncEach) })
         work.async { [self] in prunePieces() }
         startAntiEntropy()
     }
@@ -251,20 +166,6 @@ final class FolderExchange: @unchecked Sendable {
                 model.isPending(.init(origin: key[0], indexID: key[1], firstSequence: 0, lastSequence: key[2], entries: []))
             }
             let gone = pending.filter { $0.value.peer == link.device.short }
-            for id in gone.keys { pending[id] = nil }
-            return Array(gone.values)
-        }
-        for p in orphaned { p.complete(nil) }
-    }
-
-    /// A request to `peer` timed out while another peer could serve: fail its other requests now
-    /// (their stagers ask the others at once, instead of one timeout per chunk in turn) and leave
-    /// it out of the pull's sources for `stallPause` seconds, or until it answers anything.
-    func stall(_ peer: ShortDeviceID) {
-        let orphaned: [PendingRequest] = lock.withLock {
-            guard links.values.contains(where: { $0.device.short != peer && $0.access != nil }) else { return [] }
-            stalled[peer] = .now() + Self.stallPause
-            let gone = pending.filter { $0.value.peer == peer }
             for id in gone.keys { pending[id] = nil }
             return Array(gone.values)
         }
@@ -374,19 +275,6 @@ final class FolderExchange: @unchecked Sendable {
         }
     }
 
-    /// A manifest of ours for `peer`: sealed (long chunk lists as pieces), chunks pushed first to
-    /// a storage peer, then sent.
-    func sendManifest(_ batch: FolderModel.Batch, to peer: ShortDeviceID) {
-        guard let link = lock.withLock({ links[peer] }) else { return }
-        let (listed, pieces) = withPieces(batch.entries)
-        guard let manifest = try? SealedManifest.seal(listed, origin: me, indexID: indexID, keys: manifestKeys,
-                                                      sequences: (batch.firstSequence, batch.lastSequence)) else { return }
-        if link.access == .storage { storeChunks(of: batch.entries, pieces: pieces, on: link) }
-        let bytes = manifest.encoded
-        lock.withLock { counters.bytesOut += Int64(bytes.count) }
-        link.send(.index(bytes))
-    }
-
     /// Carries out the model's directives (SyncReplication.FolderModel.Directive).
     func perform(_ directives: [FolderModel.Directive]) {
         var unrecorded: Set<ShortDeviceID> = []   // origins whose floor could not be recorded: no ack
@@ -418,96 +306,6 @@ final class FolderExchange: @unchecked Sendable {
                 if after == .zero { link.close?(reason); continue }
                 DispatchQueue.global().asyncAfter(deadline: .now() + Self.seconds(after)) { link.close?(reason) }
             }
-        }
-    }
-
-    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
-
-    static func modelAccess(_ a: SessionMessage.AccessByte) -> FolderModel.Access {
-        switch a { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
-    }
-
-    static func modelAccess(_ a: AccessKind) -> FolderModel.Access {
-        switch a { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
-    }
-
-    static func modelDigest(_ d: SessionMessage.Digest) -> FolderModel.Digest { .init(sequence: d.sequence, liveCount: d.liveCount, hash: d.hash) }
-
-    /// The wire form of the model's messages (manifests are sealed by `sendManifest`).
-    static func wire(_ m: FolderModel.Message) -> SessionMessage {
-        switch m {
-        case let .hello(access, indexID, sequence):
-            let byte: SessionMessage.AccessByte = switch access { case .readWrite: .readWrite; case .readOnly: .readOnly; case .storage: .storage }
-            return .hello(.init(access: byte, indexID: indexID, sequence: sequence))
-        case let .indexAck(origin, indexID, sequence): return .indexAck(origin: origin, indexID: indexID, sequence: sequence)
-        case .digest(let d): return .digest(.init(sequence: d.sequence, liveCount: d.liveCount, hash: d.hash))
-        case .manifest: preconditionFailure("manifests are sealed by sendManifest")
-        }
-    }
-
-    /// Storage peers: send a peer every stored manifest of other origins that it does not hold
-    /// yet, oldest first (writer A offline, B still gets A's data from here).
-    func relayStoredManifests(to link: PeerLink) {
-        guard lock.withLock({ () -> Bool in defer { link.relayed = true }; return !link.relayed }) else { return }
-        pushQueue.async { [self] in
-            let floors = lock.withLock { link.floors }
-            for m in (try? store.remoteManifests(folder: record.id)) ?? [] where m.origin != link.device.short {
-                if let f = floors[m.origin], f.indexID == m.indexID, f.sequence >= m.lastSequence { continue }
-                lock.withLock { counters.bytesOut += Int64(m.sealed.count) }
-                link.send(.index(m.sealed))
-            }
-        }
-    }
-
-    /// The entries as a manifest carries them: a chunk list longer than `ChunkListPieces.inlineLimit`
-    /// goes as pieces, which are kept in the index so peers can fetch them. Also returns the pieces.
-    func withPieces(_ entries: [FileEntry]) -> ([ManifestEntry], [ChunkID: [UInt8]]) {
-        guard let ids else { return (entries.map { ManifestEntry($0) }, [:]) }
-        var pieces: [ChunkID: [UInt8]] = [:]
-        let listed = entries.map { e -> ManifestEntry in
-            guard e.chunks.count > ChunkListPieces.inlineLimit else { return ManifestEntry(e) }
-            let split = ChunkListPieces.split(e.chunks, ids: ids)
-            for p in split { pieces[p.ref.id] = p.bytes }
-            return ManifestEntry(e, pieces: split.map(\.ref))
-        }
-        do { try store.storePieces(pieces.map { ($0.key, $0.value) }, folder: record.id) } catch {
-            // Without them stored, peers could not fetch them: send the lists inline instead.
-            logger.warning("cannot keep chunk-list pieces: \(error)")
-            return (entries.map { ManifestEntry($0) }, [:])
-        }
-        return (listed, pieces)
-    }
-
-    /// Pieces no live file's list is made of any more (older versions of big files) are dropped
-    /// at start-up: pieces are derived from the lists, so the ones in use are recomputed.
-    func prunePieces() {
-        guard let ids else { return }
-        do {
-            var keep: Set<ChunkID> = []
-            for list in try store.chunkLists(folder: record.id, longerThan: ChunkListPieces.inlineLimit) {
-                for piece in ChunkListPieces.split(list, ids: ids) { keep.insert(piece.ref.id) }
-            }
-            let dropped = try store.prunePieces(keeping: keep, folder: record.id)
-            if dropped > 0 { logger.info("dropped \(dropped) chunk-list pieces no file uses") }
-        } catch {
-            logger.warning("cannot prune chunk-list pieces: \(error)")
-        }
-    }
-
-    /// Sealed copies of the chunks (and chunk-list pieces) of `entries` for a storage peer, each
-    /// sent once per session.
-    func storeChunks(of entries: [FileEntry], pieces: [ChunkID: [UInt8]], on link: PeerLink) {
-        guard let chunkKey = keys.chunkKey, let signer = keys.signingKey else { return }
-        func push(_ id: ChunkID, _ data: @autoclosure () -> [UInt8]?) {
-            guard lock.withLock({ link.storedChunks.insert(id).inserted }), let data = data(),
-                  let sealed = try? SealedChunk.seal(data, id: id, chunkKey: chunkKey, signer: signer) else { return }
-            let bytes = sealed.encoded
-            lock.withLock { counters.bytesOut += Int64(bytes.count) }
-            link.send(.store(bytes))
-        }
-        for (id, bytes) in pieces { push(id, bytes) }
-        for e in entries where !e.deleted && e.metadata.kind == .file {
-            for c in e.chunks { push(c.id, localChunk(c)) }
         }
     }
 
@@ -547,7 +345,7 @@ final class FolderExchange: @unchecked Sendable {
         return .reply([])
     }
 
-    /// `.apply`: plans, fetches, stages and places the batch (FolderExchange+Apply.swift) — or,
+    /// `.apply`: plans, fetches, stages and places the batch (FolderApplier) — or,
     /// on a storage peer, keeps the sealed manifest — then tells the model how it went.
     func runApply(_ id: FolderModel.BatchID, from peer: ShortDeviceID, _ batch: FolderModel.Batch) {
         let key = [batch.origin, batch.indexID, batch.lastSequence]
@@ -556,7 +354,7 @@ final class FolderExchange: @unchecked Sendable {
             result = .ok   // storage: keeping it is applying it (recordFloor stores the sealed bytes)
         } else if let link = lock.withLock({ links[peer] }), let sealed = lock.withLock({ sealedInFlight[key] }),
                   let listed = try? SealedManifest(decoding: sealed.bytes).open(keys: manifestKeys) {
-            result = apply(id, listed, origin: batch.origin, from: link)
+            result = applier.apply(id, listed, origin: batch.origin, from: link.device.short)
         } else {
             result = .init(batchError: "the session with \(peer.hex) ended before its changes applied")
         }
@@ -564,33 +362,6 @@ final class FolderExchange: @unchecked Sendable {
         perform(directives)
         lock.withLock { if !model.isPending(batch) { sealedInFlight[key] = nil } }
         if result.isOK { indexMoved() }   // pass them on to other peers (not back to this one)
-    }
-
-    /// A chunk for a peer: plaintext from our files (read-write and read-only), a sealed chunk
-    /// from the sealed store (storage).
-    func serve(id: UInt32, chunk: ChunkID, size: UInt32) -> SessionMessage {
-        if keys.manifestKey == nil {
-            if let bytes = sealed.read(chunk) { return .data(id: id, bytes: bytes) }
-            return .requestFailed(id: id, reason: 1)
-        }
-        // No HMAC here: the receiver verifies every chunk, and a stale read just fails there.
-        // Not in a file: perhaps a piece of a chunk list.
-        guard let data = (try? store.locateChunk(chunk, folder: record.id)).flatMap({ $0 })
-                .flatMap({ folder.read($0.path, offset: $0.offset, count: Int(size)) })
-                ?? (try? store.pieces([chunk], folder: record.id))?[chunk] else {
-            return .requestFailed(id: id, reason: 1)
-        }
-        lock.withLock { counters.bytesOut += Int64(data.count) }
-        return .data(id: id, bytes: data)
-    }
-
-    /// A sealed chunk for safekeeping: checked against the folder signature, then written atomically.
-    func keep(_ bytes: [UInt8]) -> Outcome {
-        let chunk: SealedChunk
-        do { chunk = try SealedChunk(decoding: bytes) } catch { return .refuse("malformed sealed chunk: \(error)") }
-        do { try chunk.verify(folderKey: folderKey) } catch { return .refuse("refused sealed chunk: \(error)") }
-        do { try sealed.write(chunk.id, bytes) } catch { return .refuse("cannot store sealed chunk: \(error)") }
-        return .reply([])
     }
 
     // MARK: status

@@ -35,13 +35,13 @@ final class FolderRuntime: Sendable {
         guard let exchange else { return }
         exchange.rtt = rtt
         // What an apply needs of the scanner side.
-        exchange.scanner = FolderExchange.Scanner(
+        exchange.applier.scanner = FolderApplier.Scanner(
             isPaused: { [weak service] in service?.isPaused ?? true },
             isBusy: { [weak service] in service?.isBusy ?? true },
             deletionsAccepted: { [weak service] in service?.deletionsAccepted ?? false },
             pauseForFullDisk: { [weak service] needed in service?.pauseForFullDisk(needed: needed) },
             exclusive: { [weak service] body in
-                guard let service else { throw FolderExchange.PullError(description: "the folder is stopping") }
+                guard let service else { throw PullError(description: "the folder is stopping") }
                 try service.exclusive(body)
             })
         // What the scanner side needs of the replication side.

@@ -13,7 +13,7 @@ import SyncReplication
 /// copy never replaces another file; deletions and objects of another kind go to the trash.
 /// A path that cannot be placed is reported in `failed` and never stops the others.
 ///
-/// Used by the daemon (FolderExchange+Apply.swift) and by the replication simulator, so the
+/// Used by the daemon (SyncDaemon.FolderApplier) and by the replication simulator, so the
 /// simulator runs the placement code the daemon runs.
 public struct FolderPlacer {
     /// One change, with the staged file (a path under `.syncd/tmp/`) where content is needed.

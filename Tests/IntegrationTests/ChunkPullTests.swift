@@ -146,7 +146,7 @@ final class ChunkPullTests: XCTestCase {
         let outcome = ChunkPull(environment(fs, peers), announcer: 1, syncEach: false)
             .run([job(0, good, fs: fs), job(1, changed, fs: fs)])
         XCTAssertEqual(outcome.done, [0])
-        let error = outcome.failures[1] as? FolderExchange.PullError
+        let error = outcome.failures[1] as? PullError
         XCTAssertEqual(error?.gone, true, "\(String(describing: outcome.failures[1]))")
         XCTAssertNil(fs.snapshot()["tmp/pull-1"])
         XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, good)

@@ -445,7 +445,7 @@ final class FolderSimulation: @unchecked Sendable {   // one thread: the test's
             if placedHere, !e.deleted, let m = placed.metadata[e.path] {
                 recorded.metadata = m
             } else if !placedHere, let local = job.locals[e.path], !local.deleted {
-                recorded.metadata = local.metadata   // as the scan saw it (FolderExchange+Apply does the same)
+                recorded.metadata = local.metadata   // as the scan saw it (FolderApplier does the same)
             }
             p.index.entries[e.path] = recorded
         }
