@@ -1,17 +1,60 @@
 import CSyncCrypto
+import Crypto
+import Foundation
 
-/// AES-256-GCM over system OpenSSL for bulk data (transport frames, sealed chunks): about three
-/// times swift-crypto's throughput here (Benchmarks/RESULTS.md). The key schedule is prepared once.
-/// Not thread-safe: one instance per direction per session, as Noise cipher states are.
+/// AES-256-GCM (NIST SP 800-38D; 12-byte nonce, 16-byte tag appended) for bulk data: transport
+/// frames, sealed manifests and chunks. Two implementations produce the same bytes — system
+/// OpenSSL's EVP and swift-crypto's BoringSSL — and which is faster depends on the CPU (on this
+/// project's test machine, with VAES/AVX-512, BoringSSL is about twice OpenSSL 3.0's speed; on
+/// the machine DESIGN.md measured, OpenSSL was three times faster: Benchmarks/RESULTS.md). So
+/// each process times both once (`preferred`) and uses the faster. The key schedule is prepared
+/// once per instance. Not thread-safe: one instance per direction per session, as Noise cipher
+/// states are.
 public final class BulkAEAD {
     public static let tagSize = 16
+
+    public enum Implementation: String, CaseIterable, Sendable {
+        case openssl = "openssl"
+        case swiftCrypto = "swift-crypto"
+    }
+
+    /// The faster implementation on this CPU, timed once per process at first use (a few
+    /// milliseconds: 64 KiB messages sealed and opened for about 2 ms each, best of three);
+    /// `SYNCD_AEAD=openssl|swift-crypto` overrides it.
+    public static let preferred: Implementation = {
+        if let forced = ProcessInfo.processInfo.environment["SYNCD_AEAD"].flatMap(Implementation.init(rawValue:)) { return forced }
+        let rates = Dictionary(uniqueKeysWithValues: Implementation.allCases.map { ($0, throughput($0)) })
+        return rates[.swiftCrypto]! > rates[.openssl]! ? .swiftCrypto : .openssl
+    }()
+
+    /// Bytes of plaintext sealed and opened per second by `implementation`, over 64 KiB messages.
+    public static func throughput(_ implementation: Implementation, messages: Int = 32) -> Double {
+        let aead = BulkAEAD(key: [UInt8](repeating: 0x5a, count: 32), implementation: implementation)
+        let plain = [UInt8](repeating: 0xa5, count: 64 << 10)
+        var best = Double.infinity
+        for _ in 0..<3 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for i in 0..<messages {
+                let nonce = noiseNonce(UInt64(i))
+                let sealed = aead.seal(nonce: nonce, plaintext: plain)
+                _ = try? aead.open(nonce: nonce, ciphertext: sealed)
+            }
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+        return Double(plain.count * messages) / max(best, 1e-9)
+    }
+
+    public let implementation: Implementation
     private let sealer: UnsafeMutablePointer<csync_gcm>
     private let opener: UnsafeMutablePointer<csync_gcm>
+    private let key: SymmetricKey
 
     public struct AuthenticationFailure: Error, Equatable {}
 
-    public init(key: [UInt8]) {
+    public init(key: [UInt8], implementation: Implementation = BulkAEAD.preferred) {
         precondition(key.count == 32, "AES-256-GCM takes a 32-byte key")
+        self.implementation = implementation
+        self.key = SymmetricKey(data: key)
         sealer = .allocate(capacity: 1)
         opener = .allocate(capacity: 1)
         sealer.initialize(to: csync_gcm())
@@ -39,6 +82,12 @@ public final class BulkAEAD {
     /// Writes ciphertext || tag (plaintext.count + 16 bytes) to `out`.
     public func seal(nonce: [UInt8], ad: UnsafeRawBufferPointer, plaintext: UnsafeRawBufferPointer, into out: UnsafeMutableRawBufferPointer) {
         precondition(nonce.count == 12 && out.count >= plaintext.count + Self.tagSize)
+        if implementation == .swiftCrypto {
+            let box = try! AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(data: nonce), authenticating: ad)
+            _ = box.ciphertext.copyBytes(to: out)
+            _ = box.tag.copyBytes(to: UnsafeMutableRawBufferPointer(rebasing: out[plaintext.count...]))
+            return
+        }
         let ok = nonce.withUnsafeBufferPointer { n in
             csync_gcm_seal(sealer, n.baseAddress, ad.baseAddress?.assumingMemoryBound(to: UInt8.self), ad.count,
                            plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self), plaintext.count,
@@ -53,6 +102,14 @@ public final class BulkAEAD {
             throw AuthenticationFailure()
         }
         let len = ciphertext.count - Self.tagSize
+        if implementation == .swiftCrypto {
+            guard let n = try? AES.GCM.Nonce(data: nonce),
+                  let box = try? AES.GCM.SealedBox(nonce: n, ciphertext: UnsafeRawBufferPointer(rebasing: ciphertext[..<len]),
+                                                   tag: UnsafeRawBufferPointer(rebasing: ciphertext[len...])),
+                  let plain = try? AES.GCM.open(box, using: key, authenticating: ad) else { throw AuthenticationFailure() }
+            _ = plain.copyBytes(to: out)
+            return
+        }
         // An empty message still needs a valid output pointer for OpenSSL.
         let ok = withUnsafeTemporaryAllocation(byteCount: 1, alignment: 1) { spare in
             let target = (out.baseAddress ?? spare.baseAddress!).assumingMemoryBound(to: UInt8.self)

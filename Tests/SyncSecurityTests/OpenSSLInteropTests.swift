@@ -88,4 +88,26 @@ final class OpenSSLInteropTests: XCTestCase {
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/bad.key"))
         XCTAssertThrowsError(try DeviceIdentity.loadOrCreate(at: dir + "/bad.key"))
     }
+
+    /// Both implementations of `BulkAEAD` (the process picks the faster) give the same bytes and
+    /// open each other's output, at every size and with any associated data; both refuse tampering.
+    func test_bulkAEAD_implementationsAgreeByteForByte_andBothRefuseTampering() throws {
+        let key = bytes(32, 4)
+        let ossl = BulkAEAD(key: key, implementation: .openssl), boring = BulkAEAD(key: key, implementation: .swiftCrypto)
+        for size in [0, 1, 15, 16, 17, 4096, 65536, 1 << 20] {
+            let plaintext = bytes(size, 6), ad = bytes(size % 33, 8), nonce = BulkAEAD.noiseNonce(UInt64(size) &* 7919)
+            let a = ossl.seal(nonce: nonce, ad: ad, plaintext: plaintext)
+            let b = boring.seal(nonce: nonce, ad: ad, plaintext: plaintext)
+            XCTAssertEqual(a, b, "size \(size)")
+            XCTAssertEqual(try boring.open(nonce: nonce, ad: ad, ciphertext: a), plaintext)
+            XCTAssertEqual(try ossl.open(nonce: nonce, ad: ad, ciphertext: b), plaintext)
+            var bad = b
+            bad[bad.count / 2] ^= 1
+            XCTAssertThrowsError(try boring.open(nonce: nonce, ad: ad, ciphertext: bad))
+            XCTAssertThrowsError(try boring.open(nonce: BulkAEAD.noiseNonce(1), ad: ad, ciphertext: b))
+        }
+        XCTAssertThrowsError(try boring.open(nonce: BulkAEAD.noiseNonce(0), ad: [], ciphertext: [1, 2, 3]))
+        XCTAssertTrue(BulkAEAD.Implementation.allCases.contains(BulkAEAD.preferred))
+        XCTAssertGreaterThan(BulkAEAD.throughput(.swiftCrypto, messages: 4), 0)
+    }
 }
