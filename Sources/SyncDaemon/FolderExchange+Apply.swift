@@ -159,7 +159,7 @@ extension FolderExchange {
                      trashDirectory: { [self] in trashDirectoryNow() },
                      temporaryName: { ".syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))" },
                      flush: { [self] in try flush() },
-                     log: { [logger] in logger.notice("\($0)") })
+                     log: { [logger] in logger.notice("\($0)") }, policy: placement)
     }
 
     /// `.syncd/trash/<UTC time>` (relative to the folder): where this moment's deletions and

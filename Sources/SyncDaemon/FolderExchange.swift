@@ -109,6 +109,8 @@ final class FolderExchange: @unchecked Sendable {
     /// file keeps (`DaemonConfiguration.Replication`).
     let trashRetention: TimeInterval
     let maxConflictCopies: Int
+    /// Owner and modes of placed files (the folder's declared `Placement`, resolved).
+    let placement: PlacementPolicy
 
     static let entriesPerManifest = 1000
     static let requestWindow = 64
@@ -197,8 +199,9 @@ final class FolderExchange: @unchecked Sendable {
     var zeroChunkIDs: [UInt32: ChunkID] = [:]
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
-         replication: DaemonConfiguration.Replication) throws {
+         replication: DaemonConfiguration.Replication, placement: PlacementPolicy = .none) throws {
         self.record = record
+        self.placement = placement
         self.folder = POSIXFileSystem(root: record.path)
         self.trashRetention = replication.trashDays * 86400
         self.maxConflictCopies = max(1, replication.maxConflicts)
