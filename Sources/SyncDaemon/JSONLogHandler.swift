@@ -43,7 +43,7 @@ public struct JSONLogHandler: LogHandler {
     }
 
     /// `2026-12-01T06:14:47.123Z`.
-    static func timestamp(_ date: Date) -> String {
+    public static func timestamp(_ date: Date) -> String {
         let ms = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
         var seconds = time_t(ms / 1000 - (ms % 1000 < 0 ? 1 : 0))
         let millis = (ms % 1000 + 1000) % 1000
