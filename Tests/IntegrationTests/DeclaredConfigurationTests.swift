@@ -205,7 +205,7 @@ final class DeclaredConfigurationTests: XCTestCase {
             ("folders:\n  - secret: \(rw)", "config file \(file): folders[0].path: missing"),
             ("folders:\n  - path: data\n    secret: \(rw)", "config file \(file): folders[0].path: must be an absolute path"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    secret_file: x", "config file \(file): folders[0]: give secret or secret_file, not both"),
-            ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    owner: git", "config file \(file): folders[0].owner: unknown key"),
+            ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    mode: 0640", "config file \(file): folders[0].mode: unknown key"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n  - path: /srv/b\n    secret: \(rw.dropLast(2))",
              "config file \(file): folders[1].secret: not a folder secret"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n  - path: /srv/a/\n    secret: \(rw)", "config file \(file): folder /srv/a/ is declared twice"),
