@@ -6,7 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 entry="$PWD/deploy/container/entrypoint.sh"
-tmp="$(mktemp -d)"; trap 'kill "${daemon_pid:-0}" 2>/dev/null || true; rm -rf "$tmp"' EXIT
+daemon_pid=""
+cleanup() {
+    # Only the daemon this script started, by its pid (never `kill 0`: that is the whole process group).
+    if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+tmp="$(mktemp -d)"; trap cleanup EXIT
 fail=0
 check() { # description, then a command that must succeed
     local what="$1"; shift
@@ -92,7 +98,7 @@ if [ -x "$bin" ]; then
     check "its log is JSON" bash -c "head -1 '$tmp/daemon.log' | grep -q '^{\"time\":'"
     kill -TERM "$daemon_pid"
     rc=0; wait "$daemon_pid" || rc=$?
-    daemon_pid=0
+    daemon_pid=""
     check "SIGTERM stops it with status 0 (got $rc)" [ "$rc" -eq 0 ]
 else
     echo "note: no syncd binary at $bin; the real-daemon part was skipped"
