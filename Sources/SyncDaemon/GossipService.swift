@@ -296,14 +296,15 @@ final class GossipService: @unchecked Sendable {
     /// unknown member starts a push/pull with it. Best effort: networks that drop broadcasts
     /// simply never deliver it (Docs/UserGuide.md). A network that is not up yet (no route,
     /// no address: ENETUNREACH, EADDRNOTAVAIL) is no reason to give up: a socket that cannot be
-    /// bound is bound again, and one a failed send closed is reopened, at the next beacon.
+    /// bound is bound again, and one a failed send closed is reopened and sent through, at the
+    /// next beacon.
     private func startBeacon(port: Int) {
         bindBeacon(port: port)
         beaconTask = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { [self] _ in sendBeacon(port: port) }
     }
 
-    /// Binds the beacon's socket; on the loop when it is done (the send waits for the next beacon).
-    private func bindBeacon(port: Int) {
+    /// Binds the beacon's socket, and sends a beacon through it at once when `thenSend`.
+    private func bindBeacon(port: Int, thenSend: Bool = false) {
         DatagramBootstrap(group: loop)
             .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .channelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
@@ -316,7 +317,9 @@ final class GossipService: @unchecked Sendable {
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel) where beaconStopped: channel.close(promise: nil)
-                case .success(let channel): beacon = channel
+                case .success(let channel):
+                    beacon = channel
+                    if thenSend, channel.isActive { sendBeacon(port: port) }
                 case .failure(let error): beaconFailed("cannot listen on UDP port \(port): \(Daemon.describe(error))")
                 }
             }
@@ -326,7 +329,7 @@ final class GossipService: @unchecked Sendable {
     private func sendBeacon(port: Int) {
         guard let beacon, beacon.isActive else {
             beacon = nil
-            bindBeacon(port: port)
+            bindBeacon(port: port, thenSend: true)
             return
         }
         guard let address = try? SocketAddress(ipAddress: "255.255.255.255", port: port) else { return }
