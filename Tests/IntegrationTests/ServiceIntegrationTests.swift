@@ -210,6 +210,12 @@ final class ServiceIntegrationTests: XCTestCase, ClusterTesting {
               FileManager.default.isExecutableFile(atPath: "/usr/bin/nsenter") else { throw XCTSkip("needs root, unshare and nsenter") }
         let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"].first { FileManager.default.isExecutableFile(atPath: $0) }
         guard let ip else { throw XCTSkip("needs ip (iproute2)") }
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        probe.arguments = ["-n", "--", "/bin/true"]
+        try probe.run()
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else { throw XCTSkip("network namespaces are not available here") }
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
         holder.arguments = ["-n", "--", "/bin/sleep", "120"]
