@@ -67,7 +67,7 @@ let package = Package(
                 swiftSettings: strict),
         .executableTarget(name: "syncd-fuzz", dependencies: ["SyncFuzz"], swiftSettings: strict),
         .executableTarget(name: "syncd",
-                          dependencies: ["SyncDaemon", "SyncSecurity",
+                          dependencies: ["SyncDaemon", "SyncSecurity", "SyncCore", "SyncFS",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                          .product(name: "Configuration", package: "swift-configuration"),
                                          .product(name: "Yams", package: "Yams"),

@@ -10,4 +10,8 @@ swift build                      # the integration tests run the real syncd bina
 if [ "$(id -u)" -eq 0 ]; then
     SYNCD_BIN="$(swift build --show-bin-path)/syncd" PARTITION=9 bash scripts/partition_test.sh
 fi
+# The service files (Docs/Operations.md): the systemd unit verified, the container entrypoint run
+# with a stub and with the real daemon. Seconds.
+SYNCD_BIN="$(swift build --show-bin-path)/syncd" bash scripts/systemd_unit_test.sh
+SYNCD_BIN="$(swift build --show-bin-path)/syncd" bash scripts/entrypoint_test.sh
 swift test 2>&1 | tee /tmp/syncd-test.log

@@ -11,9 +11,12 @@ final class ControlServer {
     private let logger: Logger
     private let handle: @Sendable (ControlRequest) -> ControlResponse
     private var channel: Channel?
+    /// The group whose members may connect (socket 0660), nil for the daemon's user only (0600).
+    private let socketGroup: gid_t?
 
-    init(group: MultiThreadedEventLoopGroup, socketPath: String, logger: Logger,
+    init(group: MultiThreadedEventLoopGroup, socketPath: String, socketGroup: gid_t? = nil, logger: Logger,
          handle: @escaping @Sendable (ControlRequest) -> ControlResponse) {
+        self.socketGroup = socketGroup
         self.group = group
         self.socketPath = socketPath
         self.logger = logger
@@ -36,6 +39,15 @@ final class ControlServer {
             }
             .bind(unixDomainSocketPath: socketPath)
             .wait()
+        // Made 0600 by the umask above, opened to the group only once it is the group's.
+        if let socketGroup {
+            guard chown(socketPath, uid_t.max, socketGroup) == 0 else {
+                let why = String(cString: strerror(errno))
+                try? channel?.close().wait()
+                throw ControlSocketError(description: "cannot give the control socket \(socketPath) to group \(socketGroup): \(why) (the daemon's user must be root or a member of the group)")
+            }
+            chmod(socketPath, 0o660)
+        }
     }
 
     func stop() {
@@ -43,6 +55,8 @@ final class ControlServer {
         unlink(socketPath)
     }
 }
+
+struct ControlSocketError: Error, CustomStringConvertible { let description: String }
 
 /// Splits the byte stream at '\n'; a line longer than `limit` is an error that closes the connection.
 struct LineDecoder: ByteToMessageDecoder {

@@ -44,6 +44,17 @@ public final class Daemon: @unchecked Sendable {
     private var lockFD: Int32 = -1
     /// Set when shutdown begins: control requests are refused from then on.
     private var stopping = false
+    /// Set once every part has started (READY=1): a reload waits for it.
+    private var serving = false
+    /// The folders the configuration declares now: the started one's, then each reload's.
+    private var declared: [DaemonConfiguration.Folder]
+    /// Reads the configuration again (SIGHUP); nil when there is nothing to reload from.
+    private let reloader: (@Sendable () throws -> DaemonConfiguration)?
+    /// systemd's notification socket (`Type=notify`), nil when not run by systemd.
+    private let notifier: ServiceNotifier?
+    private var watchdog: RepeatedTask?
+    /// `control.group` as a number, resolved once at start.
+    private let controlGroup: gid_t?
 
     public enum StartError: Error, CustomStringConvertible {
         case alreadyRunning(String), home(String), listen(String), folders(String)
@@ -57,9 +68,16 @@ public final class Daemon: @unchecked Sendable {
 
     /// `rebuildIndex` (`syncd daemon --rebuild-index`): move the index aside and start from a new
     /// one holding the same folders, each with unknown contents (IndexStore.rebuild).
-    public init(configuration: DaemonConfiguration, logger: Logger, rebuildIndex: Bool = false) throws {
+    /// `reload`: reads the configuration again on SIGHUP (`reload()`); `notifier`: tells systemd
+    /// when the daemon is ready, reloading and stopping, and keeps its watchdog fed.
+    public init(configuration: DaemonConfiguration, logger: Logger, rebuildIndex: Bool = false,
+                reload: (@Sendable () throws -> DaemonConfiguration)? = nil, notifier: ServiceNotifier? = nil) throws {
         self.configuration = configuration
         self.logger = logger
+        self.declared = configuration.folders
+        self.reloader = reload
+        self.notifier = notifier
+        self.controlGroup = configuration.control.group.flatMap(DaemonConfiguration.groupID)
         let home = configuration.home
         // Another daemon on this home is named as such (its port is taken too), and a port that
         // cannot be bound stops the daemon before it creates anything.
@@ -71,12 +89,13 @@ public final class Daemon: @unchecked Sendable {
         }
         try Self.checkListen(configuration.network.listen, group: group)
         do {
-            if let (was, changed) = try home.create() {
+            let wanted = controlGroup == nil ? "0700" : "0710 (control group \(configuration.control.group ?? ""))"
+            if let (was, changed) = try home.create(controlGroup: controlGroup) {
                 let mode = String(was, radix: 8)
                 if changed {
-                    logger.notice("home \(home.path) was mode \(mode); made it 0700 (it holds the folder secrets)")
+                    logger.notice("home \(home.path) was mode \(mode); made it \(wanted) (it holds the folder secrets)")
                 } else {
-                    logger.warning("home \(home.path) is mode \(mode) and cannot be made 0700 (another user owns it?): it holds the folder secrets")
+                    logger.warning("home \(home.path) is mode \(mode) and cannot be made \(wanted) (another user owns it?): it holds the folder secrets")
                 }
             }
         } catch {
@@ -91,7 +110,7 @@ public final class Daemon: @unchecked Sendable {
         if created >= 0 { fchmod(created, 0o600); close(created) }
         for suffix in ["-wal", "-shm"] { chmod(home.indexPath + suffix, 0o600) }
         store = try rebuildIndex ? Self.rebuild(home.indexPath, logger: logger) : IndexStore(path: home.indexPath)
-        try admitDeclaredFolders()
+        _ = try admitDeclaredFolders(configuration.folders)
     }
 
     /// Binds the session port (TCP) and the gossip port (UDP) once and lets them go, so that a
@@ -122,11 +141,12 @@ public final class Daemon: @unchecked Sendable {
     /// The folders the configuration declares (`DaemonConfiguration.Folder`): each is checked
     /// against the index and the others first — a path shared with another secret, a secret
     /// shared at another path, nested folders — and only then are the missing ones added.
-    private func admitDeclaredFolders() throws {
-        guard !configuration.folders.isEmpty else { return }
+    /// Returns the records added, with their secrets.
+    private func admitDeclaredFolders(_ declaredFolders: [DaemonConfiguration.Folder]) throws -> [(FolderRecord, FolderSecret)] {
+        guard !declaredFolders.isEmpty else { return [] }
         var shared = try store.folders().map { SharedFolder(path: $0.path, folderID: $0.folderID, secret: $0.secret) }
         var adding: [(path: String, secret: FolderSecret)] = []
-        for declared in configuration.folders {
+        for declared in declaredFolders {
             let secret: FolderSecret
             do { secret = try FolderSecret(parsing: declared.secret) } catch {
                 throw StartError.folders("folder \(declared.path): not a folder secret (\(error))")
@@ -139,13 +159,16 @@ public final class Daemon: @unchecked Sendable {
                 throw StartError.folders("folder \(declared.path) from the configuration: \(error)")
             }
         }
+        var added: [(FolderRecord, FolderSecret)] = []
         for (path, secret) in adding {
             try FolderPaths.prepare(path)
             let keys = secret.keys
-            _ = try store.addFolder(path: path, folderID: keys.folderIDString, access: keys.access.rawValue,
-                                    secret: secret.text, chunkerVersion: Int(FastCDC.version))
+            let record = try store.addFolder(path: path, folderID: keys.folderIDString, access: keys.access.rawValue,
+                                             secret: secret.text, chunkerVersion: Int(FastCDC.version))
             logger.info("added folder \(path) from the configuration (\(keys.access.rawValue), id \(keys.folderIDString))")
+            added.append((record, secret))
         }
+        return added
     }
 
     /// A folder in the index, or about to be added to it.
@@ -195,7 +218,7 @@ public final class Daemon: @unchecked Sendable {
         if !configuration.network.join.isEmpty {
             logger.info("seeds: \(configuration.network.join.joined(separator: ", "))")
         }
-        let hangup = HangupService(logger: logger)
+        let hangup = HangupService(logger: logger, reload: { [self] in reload() })
         let folders = DaemonPart("folders", after: hangup.started,
                                  start: { [self] in try startFolders() }, stop: { [self] in stopFolders() })
         let sessions = DaemonPart("sessions", after: folders.started,
@@ -206,8 +229,10 @@ public final class Daemon: @unchecked Sendable {
                                 start: { [self] in startDialer() }, stop: { [self] in stopDialer() })
         let control = DaemonPart("control", after: dialer.started,
                                  start: { [self] in try startControl() }, stop: { [self] in stopControl() })
+        let ready = DaemonPart("ready", after: control.started,
+                               start: { [self] in announceReady() }, stop: { [self] in announceStopping() })
         let group = ServiceGroup(configuration: .init(
-            services: ([hangup, folders, sessions, gossip, dialer, control] as [any Service]).map { .init(service: $0) },
+            services: ([hangup, folders, sessions, gossip, dialer, control, ready] as [any Service]).map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
@@ -220,6 +245,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// After every part stopped: the index is checkpointed, the event loops end and the home is unlocked.
     private func release() async {
+        lock.withLock { () -> RepeatedTask? in defer { watchdog = nil }; return watchdog }?.cancel()
         do { try store.checkpoint() } catch { logger.warning("cannot checkpoint the index at stop: \(error)") }
         try? await self.group.shutdownGracefully()
         if lockFD >= 0 { close(lockFD); lockFD = -1 }
@@ -290,12 +316,33 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func startControl() throws {
-        let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, logger: logger) { [weak self] req in
+        let server = ControlServer(group: group, socketPath: configuration.home.controlSocketPath, socketGroup: controlGroup,
+                                   logger: logger) { [weak self] req in
             self?.handle(req) ?? .failure("daemon is shutting down")
         }
         try server.start()
         lock.withLock { control = server }
-        logger.info("control socket \(configuration.home.controlSocketPath)")
+        logger.info("control socket \(configuration.home.controlSocketPath)\(configuration.control.group.map { " (group \($0) may use it)" } ?? "")")
+    }
+
+    /// Every part has started: systemd hears READY=1 (and, with `WatchdogSec=`, WATCHDOG=1 every
+    /// half period from now on), and a SIGHUP reloads from now on.
+    private func announceReady() {
+        lock.withLock { serving = true }
+        guard let notifier else { return }
+        notifier.send("READY=1\nSTATUS=serving \(lock.withLock { folders.count }) folders\nMAINPID=\(getpid())")
+        if let interval = notifier.watchdogInterval {
+            let task = group.next().scheduleRepeatedTask(initialDelay: .zero, delay: .nanoseconds(Int64(interval.components.seconds) * 1_000_000_000 + interval.components.attoseconds / 1_000_000_000)) { _ in
+                notifier.send("WATCHDOG=1")
+            }
+            lock.withLock { watchdog = task }
+        }
+    }
+
+    /// First to stop: systemd hears STOPPING=1 and no reload starts any more.
+    private func announceStopping() {
+        lock.withLock { serving = false }
+        notifier?.send("STOPPING=1")
     }
 
     /// First to stop: requests still in flight, and any that slip in, are refused from now on.
@@ -306,11 +353,95 @@ public final class Daemon: @unchecked Sendable {
 
     private func startService(_ record: FolderRecord, _ secret: FolderSecret) {
         let me = identity.deviceID.short
+        let placement = lock.withLock { declared }.first { Self.samePath($0.path, record.path) }?.placement ?? .init()
         let runtime = FolderRuntime(
-            record: record, secret: secret, store: store, device: me, configuration: configuration, logger: logger,
+            record: record, secret: secret, store: store, device: me, configuration: configuration,
+            placement: Self.policy(placement), logger: logger,
             rtt: { [sessionTable] in sessionTable.rtt(of: $0) })
         lock.withLock { folders[record.path] = runtime }
         runtime.start()
+    }
+
+    /// A declared path and a folder's path name the same folder (the record's path is resolved).
+    static func samePath(_ declared: String, _ path: String) -> Bool {
+        FolderPaths.normalize(declared) == path || (try? FolderPaths.resolve(declared)) == path
+    }
+
+    /// A folder's declared `Placement` with names turned into numbers (validated at start).
+    static func policy(_ p: DaemonConfiguration.Placement) -> PlacementPolicy {
+        let uid: uid_t? = p.owner.flatMap { DaemonConfiguration.userID($0) }
+        let gid: gid_t? = p.group.flatMap { DaemonConfiguration.groupID($0) }
+        return PlacementPolicy(uid: uid.map { UInt32($0) }, gid: gid.map { UInt32($0) },
+                               fileMode: p.fileMode, directoryMode: p.directoryMode)
+    }
+
+    // MARK: reload (SIGHUP)
+
+    /// Reads the configuration again and applies what can change while running: the declared
+    /// folders — one no longer declared is stopped and removed as by `syncd remove` (its files
+    /// stay), a new one is added and started, one whose owner or modes changed is restarted with
+    /// them — and the log level (the reloader sets it). Anything else that changed is named in a
+    /// warning and takes effect at the next start. A configuration that cannot be read or
+    /// admitted changes nothing. The daemon keeps its pid, sessions and the other folders.
+    public func reload() {
+        guard let reloader else {
+            logger.notice("reload: no configuration file or environment to reload from")
+            return
+        }
+        guard lock.withLock({ serving && !stopping }) else {
+            logger.notice("reload: the daemon is starting or stopping; ignored")
+            return
+        }
+        notifier?.send(ServiceNotifier.reloading())
+        defer { notifier?.send("READY=1\nSTATUS=serving \(lock.withLock { folders.count }) folders") }
+        let new: DaemonConfiguration
+        do { new = try reloader() } catch {
+            logger.error("reload: \(error); the configuration in use is kept")
+            return
+        }
+        let old = lock.withLock { declared }
+        var unchangedRest = new
+        unchangedRest.folders = configuration.folders
+        if unchangedRest != configuration {
+            logger.warning("reload: only folders and log_level change while running; restart the daemon for the other settings that changed")
+        }
+        // No longer declared: stopped and removed (files left in place).
+        for gone in old where !new.folders.contains(where: { FolderPaths.normalize($0.path) == FolderPaths.normalize(gone.path) }) {
+            let path = (try? FolderPaths.resolve(gone.path)) ?? FolderPaths.normalize(gone.path)
+            do {
+                _ = try remove(ControlRequest(command: .remove, path: path))
+                logger.notice("reload: folder \(path) is no longer declared: stopped and removed (its files are left in place)")
+            } catch {
+                logger.error("reload: cannot remove folder \(path): \(error)")
+            }
+        }
+        lock.withLock { declared = new.folders }
+        // Declared before and now with other owners or modes: restarted with them.
+        for folder in new.folders {
+            guard let before = old.first(where: { FolderPaths.normalize($0.path) == FolderPaths.normalize(folder.path) }),
+                  before.placement != folder.placement else { continue }
+            let runtime: FolderRuntime? = lock.withLock {
+                folders.first { Self.samePath(folder.path, $0.key) }.flatMap { folders.removeValue(forKey: $0.key) }
+            }
+            guard let runtime else { continue }
+            runtime.stop(before: .now() + configuration.lifecycle.stopTimeout, reason: "the folder restarts with a new configuration", logger: logger)
+            do {
+                let record = try store.folders().first { $0.id == runtime.record.id } ?? runtime.record
+                startService(record, try FolderSecret(parsing: record.secret))
+                logger.notice("reload: folder \(runtime.record.path) restarted with its new owner and modes")
+            } catch {
+                logger.error("reload: folder \(runtime.record.path): \(error)")
+            }
+        }
+        // New: added and started.
+        do {
+            let added = try admitDeclaredFolders(new.folders)
+            for (record, secret) in added { startService(record, secret) }
+            if !added.isEmpty { lock.withLock { gossip }?.metaChanged() }
+        } catch {
+            logger.error("reload: \(error)")
+        }
+        logger.notice("reload: done; \(lock.withLock { folders.count }) folders")
     }
 
     // MARK: gossip

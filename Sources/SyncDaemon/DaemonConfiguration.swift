@@ -17,6 +17,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Membership timings: `SWIMSettings`' defaults, memberlist's LAN ones (documented there).
     public var gossip = SWIMSettings()
     public var lifecycle = Lifecycle()
+    public var control = Control()
     /// Folders declared in the config file; see `Folder`. Default none.
     public var folders: [Folder] = []
 
@@ -71,6 +72,18 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The control socket (`<home>/syncd.sock`), what every other `syncd` command talks to.
+    public struct Control: Sendable, Equatable {
+        /// A group (name or number) whose members may use the control socket — run `syncd
+        /// status` and `syncd wait` from an application's own scripts without sudo: the socket is
+        /// made that group's and 0660, and the home that group's and 0710 (members can reach the
+        /// socket but not list the home; every file in it stays 0600). Default nil: the daemon's
+        /// user only (socket 0600, home 0700).
+        public var group: String?
+
+        public init() {}
+    }
+
     /// A folder the configuration declares (`folders:` in the config file): added at start when
     /// it is not shared yet, left as it is when it is shared with the same secret, and an error
     /// when its path is shared with another secret. Folders shared with `syncd add` and not
@@ -80,8 +93,38 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var path: String
         /// The folder secret's text (read-write, read-only or storage).
         public var secret: String
+        /// Owner and modes of what replication places here; default none (the writer's modes,
+        /// the daemon's user).
+        public var placement = Placement()
 
-        public init(path: String, secret: String) { self.path = path; self.secret = secret }
+        public init(path: String, secret: String, placement: Placement = Placement()) {
+            self.path = path; self.secret = secret; self.placement = placement
+        }
+    }
+
+    /// How files and directories that arrive from peers are owned and moded, for applications
+    /// that run as their own user (a Postgres standby, a git server): applied to the staged file
+    /// before it is renamed into place, so it never appears with the wrong owner. Local files
+    /// are never changed. Each field nil keeps today's behaviour for it. Setting an owner other
+    /// than the daemon's user needs root (CAP_CHOWN); a group, membership of it.
+    public struct Placement: Sendable, Equatable {
+        /// User (name or number) that owns placed files, directories and symlinks. Default nil:
+        /// the daemon's user.
+        public var owner: String?
+        /// Group (name or number) of placed files, directories and symlinks. Default nil: the
+        /// daemon's primary group (or the directory's, when it is setgid).
+        public var group: String?
+        /// Permission bits of placed files, replacing the writer's; a file executable at the
+        /// writer also gets x wherever this grants r (0640 → 0750). Default nil: the writer's mode.
+        public var fileMode: UInt32?
+        /// Permission bits of placed directories, replacing the writer's. Default nil: the writer's.
+        public var directoryMode: UInt32?
+
+        public init(owner: String? = nil, group: String? = nil, fileMode: UInt32? = nil, directoryMode: UInt32? = nil) {
+            self.owner = owner; self.group = group; self.fileMode = fileMode; self.directoryMode = directoryMode
+        }
+
+        public var isEmpty: Bool { self == Placement() }
     }
 
     /// Why a configuration cannot run: `option` is the long option the value came from
@@ -118,13 +161,40 @@ public struct DaemonConfiguration: Sendable, Equatable {
         guard keepalive.timeout > keepalive.interval else {
             throw Invalid("keepalive-timeout", "must be longer than the keepalive interval")
         }
+        if let group = control.group, Self.groupID(group) == nil {
+            throw Invalid("control-group", "\(group) is not a group on this host")
+        }
         var paths: Set<String> = []
         for folder in folders {
             guard folder.path.hasPrefix("/") else { throw Invalid(nil, "folder path must be absolute: \(folder.path)") }
             guard paths.insert(FolderPaths.normalize(folder.path)).inserted else {
                 throw Invalid(nil, "folder \(folder.path) is declared twice")
             }
+            let p = folder.placement
+            if let owner = p.owner, Self.userID(owner) == nil { throw Invalid(nil, "folder \(folder.path): owner \(owner) is not a user on this host") }
+            if let group = p.group, Self.groupID(group) == nil { throw Invalid(nil, "folder \(folder.path): group \(group) is not a group on this host") }
+            for mode in [p.fileMode, p.directoryMode].compactMap({ $0 }) where mode > 0o7777 {
+                throw Invalid(nil, "folder \(folder.path): mode \(String(mode, radix: 8)) is not a permission mode (0 to 7777, octal)")
+            }
         }
+    }
+
+    /// A user's id from its name or number (nil when this host has no such user name).
+    public static func userID(_ text: String) -> uid_t? {
+        if let n = uid_t(text) { return n }
+        var pw = passwd(), result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwnam_r(text, &pw, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return pw.pw_uid
+    }
+
+    /// A group's id from its name or number (nil when this host has no such group name).
+    public static func groupID(_ text: String) -> gid_t? {
+        if let n = gid_t(text) { return n }
+        var gr = group(), result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getgrnam_r(text, &gr, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return gr.gr_gid
     }
 
     /// `HOST:PORT` or `[v6]:PORT` with a host that can be looked up (no spaces, nothing empty).

@@ -56,11 +56,13 @@ final class StartGate: Sendable {
     }
 }
 
-/// SIGHUP conventionally asks a daemon to reload its configuration. That is not implemented yet,
-/// so it is logged and ignored, never left to its default action (exit). First in the group: it
-/// traps SIGHUP before anything else starts and stops trapping it only after everything stopped.
+/// SIGHUP asks the daemon to reload its configuration (`Daemon.reload`): each one runs `reload`
+/// on a Dispatch thread, one at a time, never left to SIGHUP's default action (exit). First in the
+/// group: it traps SIGHUP before anything else starts and stops trapping it only after everything
+/// stopped.
 struct HangupService: Service, CustomStringConvertible {
     let logger: Logger
+    let reload: @Sendable () -> Void
     let started = StartGate()
     var description: String { "SIGHUP" }
 
@@ -68,7 +70,8 @@ struct HangupService: Service, CustomStringConvertible {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         started.open()
         for await _ in hangups.cancelOnGracefulShutdown() {
-            logger.notice("SIGHUP: reload not implemented yet, ignored")
+            logger.notice("SIGHUP: reloading the configuration")
+            try? await offloaded(reload)
         }
     }
 }

@@ -27,6 +27,8 @@ final class FolderApplier: @unchecked Sendable {
     /// file keeps (`DaemonConfiguration.Replication`).
     let trashRetention: TimeInterval
     let maxConflictCopies: Int
+    /// Owner and modes of placed files (the folder's declared `Placement`, resolved).
+    let placement: PlacementPolicy
 
     /// What an apply needs of the folder's scanner side (`FolderService`), wired by `FolderRuntime`.
     struct Scanner: Sendable {
@@ -66,8 +68,9 @@ final class FolderApplier: @unchecked Sendable {
     var renames: [String: FileEntry] = [:]
 
     init(record: FolderRecord, folder: POSIXFileSystem, store: IndexStore, me: ShortDeviceID, logger: Logger,
-         replication: DaemonConfiguration.Replication) {
+         replication: DaemonConfiguration.Replication, placement: PlacementPolicy = .none) {
         self.record = record
+        self.placement = placement
         self.folder = folder
         self.store = store
         self.me = me
@@ -219,7 +222,7 @@ final class FolderApplier: @unchecked Sendable {
                      trashDirectory: { [self] in trashDirectoryNow() },
                      temporaryName: { ".syncd/tmp/link-\(UInt64.random(in: 0...UInt64.max))" },
                      flush: { [self] in try flush() },
-                     log: { [logger] in logger.notice("\($0)") })
+                     log: { [logger] in logger.notice("\($0)") }, policy: placement)
     }
 
     /// `.syncd/trash/<UTC time>` (relative to the folder): where this moment's deletions and

@@ -94,7 +94,7 @@ final class FolderExchange: @unchecked Sendable {
     let zeros = ZeroChunks()
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
-         replication: DaemonConfiguration.Replication) throws {
+         replication: DaemonConfiguration.Replication, placement: PlacementPolicy = .none) throws {
         self.record = record
         self.folder = POSIXFileSystem(root: record.path)
         self.keys = keys
@@ -118,7 +118,8 @@ final class FolderExchange: @unchecked Sendable {
         work = DispatchQueue(label: "syncd.exchange.\(record.id)")
         pushQueue = DispatchQueue(label: "syncd.exchange.\(record.id).push")
         digestQueue = DispatchQueue(label: "syncd.exchange.\(record.id).digest")
-        applier = FolderApplier(record: record, folder: folder, store: store, me: device, logger: self.logger, replication: replication)
+        applier = FolderApplier(record: record, folder: folder, store: store, me: device, logger: self.logger,
+                                replication: replication, placement: placement)
         applier.hooks = .init(
             count: { [weak self] files, bytes, conflicts in
                 guard let self else { return }

@@ -1,6 +1,7 @@
 import Dispatch
 import Logging
 import SyncCore
+import SyncFS
 import SyncSecurity
 import SyncStore
 
@@ -18,7 +19,7 @@ final class FolderRuntime: Sendable {
 
     /// `rtt`: the sessions' round-trip time to a device.
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
-         configuration: DaemonConfiguration, logger: Logger,
+         configuration: DaemonConfiguration, placement: PlacementPolicy = .none, logger: Logger,
          rtt: @escaping @Sendable (ShortDeviceID) -> Duration?) {
         let service = FolderService(record: record, secret: secret, store: store, device: device,
                                     configuration: configuration, logger: logger)
@@ -26,7 +27,7 @@ final class FolderRuntime: Sendable {
         let exchange: FolderExchange?
         do {
             exchange = try FolderExchange(record: record, keys: service.keys, store: store, device: device, logger: logger,
-                                          replication: configuration.replication)
+                                          replication: configuration.replication, placement: placement)
         } catch {
             logger.error("folder \(record.path): cannot serve sessions (\(error))")
             exchange = nil

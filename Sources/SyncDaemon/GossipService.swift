@@ -86,7 +86,13 @@ final class GossipService: @unchecked Sendable {
         ticker?.cancel()
         writeSnapshot()
         try? udp?.close().wait()
-        try? beacon?.close().wait()
+        let beacon = try? loop.submit { [self] () -> Channel? in
+            beaconTask?.cancel()
+            beaconStopped = true
+            defer { self.beacon = nil }
+            return self.beacon
+        }.wait()
+        if let beacon { try? beacon.close().wait() }
     }
 
     var members: [MemberState] { lock.withLock { published } }
@@ -280,29 +286,70 @@ final class GossipService: @unchecked Sendable {
 
     // MARK: LAN beacon
 
+    /// Whether the beacon works, and what was last said about it (logged on changes only).
+    private var beaconProblem: String?
+    private var beaconTask: RepeatedTask?
+    /// Set by `stop()`: a bind still in flight closes what it bound.
+    private var beaconStopped = false
+
     /// Every 5 s a broadcast "SYNCB/1 ‖ sealed(endpoint)" on the beacon port; hearing one from an
     /// unknown member starts a push/pull with it. Best effort: networks that drop broadcasts
-    /// simply never deliver it (Docs/UserGuide.md).
+    /// simply never deliver it (Docs/UserGuide.md). A network that is not up yet (no route,
+    /// no address: ENETUNREACH, EADDRNOTAVAIL) is no reason to give up: a socket that cannot be
+    /// bound is bound again, and one a failed send closed is reopened and sent through, at the
+    /// next beacon.
     private func startBeacon(port: Int) {
-        do {
-            beacon = try DatagramBootstrap(group: loop)
-                .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
-                .channelOption(ChannelOptions.socketOption(.so_broadcast), value: 1)
-                .channelInitializer { [self] channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramHandler { [unowned self] packet, _ in heardBeacon(packet) }) }
+        bindBeacon(port: port)
+        beaconTask = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { [self] _ in sendBeacon(port: port) }
+    }
+
+    /// Binds the beacon's socket, and sends a beacon through it at once when `thenSend`.
+    private func bindBeacon(port: Int, thenSend: Bool = false) {
+        DatagramBootstrap(group: loop)
+            .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT)), value: 1)
+            .channelOption(ChannelOptions.socketOption(.so_broadcast), value: 1)
+            .channelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(DatagramHandler { [unowned self] packet, _ in heardBeacon(packet) }) }
+            }
+            .bind(host: "0.0.0.0", port: port)
+            .hop(to: loop)
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel) where beaconStopped: channel.close(promise: nil)
+                case .success(let channel):
+                    beacon = channel
+                    if thenSend, channel.isActive { sendBeacon(port: port) }
+                case .failure(let error): beaconFailed("cannot listen on UDP port \(port): \(Daemon.describe(error))")
                 }
-                .bind(host: "0.0.0.0", port: port).wait()
-            loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(5)) { [self] _ in sendBeacon(port: port) }
-        } catch {
-            logger.info("LAN beacon off: \(error)")
+            }
+    }
+
+    /// On the loop: a socket that is missing or was closed (a failed send closes it) is bound again.
+    private func sendBeacon(port: Int) {
+        guard let beacon, beacon.isActive else {
+            beacon = nil
+            bindBeacon(port: port, thenSend: true)
+            return
+        }
+        guard let address = try? SocketAddress(ipAddress: "255.255.255.255", port: port) else { return }
+        let body = Array("SYNCB/1".utf8) + cipher.seal(Array(swim.me.endpoint.description.utf8))
+        beacon.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: body))).whenComplete { [self] result in
+            switch result {
+            case .success: beaconWorks()
+            case .failure(let error): beaconFailed("cannot send: \(Daemon.describe(error))")
+            }
         }
     }
 
-    private func sendBeacon(port: Int) {
-        guard let beacon, let address = try? SocketAddress(ipAddress: "255.255.255.255", port: port) else { return }
-        let body = Array("SYNCB/1".utf8) + cipher.seal(Array(swim.me.endpoint.description.utf8))
-        beacon.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: body)), promise: nil)
+    private func beaconFailed(_ problem: String) {
+        let changed = lock.withLock { () -> Bool in defer { beaconProblem = problem }; return beaconProblem != problem }
+        if changed { logger.notice("LAN beacon \(problem); retrying every 5 s (a network that comes up later is used then)") }
+    }
+
+    private func beaconWorks() {
+        let was = lock.withLock { () -> String? in defer { beaconProblem = nil }; return beaconProblem }
+        if was != nil { logger.notice("LAN beacon sending again") }
     }
 
     fileprivate func heardBeacon(_ packet: [UInt8]) {

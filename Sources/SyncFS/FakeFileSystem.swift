@@ -65,6 +65,9 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
         var mode: UInt32
         var mtimeNs: Int64
         var ctimeNs: Int64
+        /// Owner and group (0 until `setOwner`).
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
         /// Names of a file or symlink (directories count theirs, 2 + subdirectories, when asked).
         var nlink: UInt32 = 0
         var content: [UInt8] = []
@@ -125,6 +128,7 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
         case setModificationTime(String, Int64)
         case makeSymlink(String, target: String)
         case synchronize(String)
+        case setOwner(String, uid: UInt32?, gid: UInt32?)
         /// `FileWriter.write` of `count` bytes.
         case write(String, offset: Int64, count: Int)
         case truncate(String, size: Int64)
@@ -133,7 +137,7 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
         case synchronizeFile(String)
 
         public enum Kind: String, CaseIterable, Hashable, Sendable {
-            case makeDirectory, createFile, rename, link, remove, setMode, setModificationTime, makeSymlink, synchronize
+            case makeDirectory, createFile, rename, link, remove, setMode, setModificationTime, makeSymlink, synchronize, setOwner
             case write, truncate, setFileMode, setFileModificationTime, synchronizeFile
         }
 
@@ -148,6 +152,7 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
             case .setModificationTime: return .setModificationTime
             case .makeSymlink: return .makeSymlink
             case .synchronize: return .synchronize
+            case .setOwner: return .setOwner
             case .write: return .write
             case .truncate: return .truncate
             case .setFileMode: return .setFileMode
@@ -160,7 +165,7 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
         public var paths: [String] {
             switch self {
             case .makeDirectory(let p, _), .createFile(let p, _), .remove(let p), .setMode(let p, _),
-                 .setModificationTime(let p, _), .makeSymlink(let p, _), .synchronize(let p), .write(let p, _, _),
+                 .setModificationTime(let p, _), .makeSymlink(let p, _), .synchronize(let p), .setOwner(let p, _, _), .write(let p, _, _),
                  .truncate(let p, _), .setFileMode(let p, _), .setFileModificationTime(let p, _), .synchronizeFile(let p):
                 return [p]
             case .rename(let a, let b, _), .link(let a, let b):
@@ -494,6 +499,26 @@ public final class FakeFileSystem: WritableFileSystem, @unchecked Sendable {
             tick()
             inodes[ino]!.mode = mode & 0o7777
             inodes[ino]!.ctimeNs = clock
+        }
+    }
+
+    public func setOwner(_ path: String, uid: UInt32?, gid: UInt32?) throws {
+        try perform(.setOwner(path, uid: uid, gid: gid)) {
+            let at = try resolve(path, "chown", creatingParents: false)
+            guard let ino = try lookup(at, path, "chown") else { throw Self.error(path, "chown", ENOENT) }
+            tick()
+            if let uid { inodes[ino]!.uid = uid }
+            if let gid { inodes[ino]!.gid = gid }
+            inodes[ino]!.ctimeNs = clock
+        }
+    }
+
+    /// The owner and group of what is at `path` (not followed), nil when nothing is there.
+    public func owner(of path: String) -> (uid: UInt32, gid: UInt32)? {
+        lock.withLock {
+            if path.isEmpty { return root.map { (inodes[$0]!.uid, inodes[$0]!.gid) } }
+            guard let at = try? resolve(path, "lstat", creatingParents: false), let ino = (try? lookup(at, path, "lstat")) ?? nil else { return nil }
+            return (inodes[ino]!.uid, inodes[ino]!.gid)
         }
     }
 

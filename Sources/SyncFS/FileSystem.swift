@@ -47,6 +47,8 @@ public protocol WritableFileSystem: FileSystem {
     func makeSymlink(_ path: String, target: String) throws
     /// fsync of a file or directory ("" is the folder root).
     func synchronize(_ path: String) throws
+    /// lchown: the owner and/or group (nil leaves it) of the object itself, a symlink never followed.
+    func setOwner(_ path: String, uid: UInt32?, gid: UInt32?) throws
 }
 
 extension WritableFileSystem {

@@ -74,6 +74,8 @@ public struct FolderPlacer {
     /// Makes everything durable at once (`syncfs`); used for batches of many files.
     public let flush: () throws -> Void
     public let log: (String) -> Void
+    /// Owner and modes of what is placed (`PlacementPolicy.none`: the writer's modes, our user).
+    public let policy: PlacementPolicy
     /// Paths this placer put in place (conflict copies included): never capped away by the same batch.
     private let placedNow = PathSet()
 
@@ -86,7 +88,9 @@ public struct FolderPlacer {
     public init(folder: any WritableFileSystem, me: ShortDeviceID, maxConflictCopies: Int,
                 indexed: @escaping (String) throws -> (metadata: FileMetadata, deleted: Bool)?,
                 trashDirectory: @escaping () -> String, temporaryName: @escaping () -> String,
-                flush: @escaping () throws -> Void, log: @escaping (String) -> Void = { _ in }) {
+                flush: @escaping () throws -> Void, log: @escaping (String) -> Void = { _ in },
+                policy: PlacementPolicy = .none) {
+        self.policy = policy
         self.folder = folder; self.me = me; self.maxConflictCopies = max(1, maxConflictCopies); self.indexed = indexed
         self.trashDirectory = trashDirectory; self.temporaryName = temporaryName; self.flush = flush; self.log = log
     }
@@ -133,10 +137,13 @@ public struct FolderPlacer {
             attempt(e.path) {
                 switch try folder.metadata(e.path)?.kind {
                 case .directory?: break
-                case nil: try folder.makeDirectory(e.path, mode: 0o700)
+                case nil:
+                    try folder.makeDirectory(e.path, mode: 0o700)
+                    try own(e.path)
                 case .file?, .symlink?:
                     try displace(e.path, trash: trash)
                     try folder.makeDirectory(e.path, mode: 0o700)
+                    try own(e.path)
                 }
             }
         }
@@ -146,6 +153,7 @@ public struct FolderPlacer {
                 attempt(e.path) {
                     try setAside(e.path)
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
+                    try prepareStaged(staged, e)
                     try folder.rename(staged, to: e.path, replacing: true)
                     placedNow.paths.insert(e.path)
                     result.metadata[e.path] = try folder.metadata(e.path)
@@ -156,17 +164,21 @@ public struct FolderPlacer {
                     // The same conflict resolved again (the losing version came from a second
                     // peer): its copy is already here, so no "name 2".
                     if try sameContent(staged, name) { try folder.remove(staged); return }
+                    try prepareStaged(staged, e)
                     try renameWithoutReplacing(staged, to: name)
                 }
             case let .conflictLink(e, name):
                 attempt(e.path) {
                     if let there = try folder.metadata(name), there.kind == .symlink, there.symlinkTarget == e.metadata.symlinkTarget { return }
-                    try renameWithoutReplacing(try makeLink(e), to: name)
+                    let link = try makeLink(e)
+                    try own(link)
+                    try renameWithoutReplacing(link, to: name)
                 }
             case .symlink(let e):
                 attempt(e.path) {
                     try setAside(e.path)
                     let link = try makeLink(e)
+                    try own(link)
                     if try folder.metadata(e.path)?.kind == .directory { try displace(e.path, trash: trash) }
                     try folder.rename(link, to: e.path, replacing: true)
                     placedNow.paths.insert(e.path)
@@ -198,7 +210,7 @@ public struct FolderPlacer {
         }
         for e in dirs.reversed() where !failedPaths.contains(e.path) {
             attempt(e.path) {
-                try folder.setMode(e.path, e.metadata.mode & 0o7777)
+                try folder.setMode(e.path, policy.directoryMode(for: e.metadata.mode))
                 result.metadata[e.path] = try folder.metadata(e.path)
                 result.done.append(e)
             }
@@ -234,6 +246,19 @@ public struct FolderPlacer {
             do { try flush() } catch { result.flushError = error }
         }
         return result
+    }
+
+    /// The policy's owner and mode on a staged file, before it is renamed into place (chown
+    /// first: it clears setuid and setgid bits, which the mode then sets again).
+    func prepareStaged(_ staged: String, _ e: FileEntry) throws {
+        try own(staged)
+        if policy.fileMode != nil || policy.changesOwner { try folder.setMode(staged, policy.fileMode(for: e.metadata.mode)) }
+    }
+
+    /// The policy's owner and group on `path` (nothing without one).
+    func own(_ path: String) throws {
+        guard policy.changesOwner else { return }
+        try folder.setOwner(path, uid: policy.uid, gid: policy.gid)
     }
 
     /// Moves whatever is at `path` — a directory with everything under it, a file, a symlink — to

@@ -151,6 +151,15 @@ public struct POSIXFileSystem: WritableFileSystem {
         if rc != 0 { throw Self.error(path, "chmod") }
     }
 
+    public func setOwner(_ path: String, uid: UInt32?, gid: UInt32?) throws {
+        let parent = try resolve(path, creatingParents: false)
+        defer { parent.close() }
+        let rc = parent.name.withUnsafeBufferPointer {
+            fchownat(parent.fd, $0.baseAddress!, uid.map { uid_t($0) } ?? uid_t.max, gid.map { gid_t($0) } ?? gid_t.max, AT_SYMLINK_NOFOLLOW)
+        }
+        if rc != 0 { throw Self.error(path, "chown") }
+    }
+
     public func setModificationTime(_ path: String, _ ns: Int64) throws {
         let parent = try resolve(path, creatingParents: false)
         defer { parent.close() }

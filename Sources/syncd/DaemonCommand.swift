@@ -67,6 +67,12 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default: info).")
     var logLevel: String?
 
+    @Option(help: "Log format: text, or json (one object per line, UTC times in milliseconds) (default: text).")
+    var logFormat: String?
+
+    @Option(help: "Group whose members may use the control socket (syncd status, syncd wait) without sudo (default: the daemon's user only).")
+    var controlGroup: String?
+
     /// The options given on the command line, as the config file would declare them.
     var flags: [DeclaredOption: DeclaredValue] {
         var f: [DeclaredOption: DeclaredValue] = [:]
@@ -83,6 +89,8 @@ struct DaemonCommand: AsyncParsableCommand {
         if let keepaliveInterval { f[.keepaliveInterval] = .double(keepaliveInterval) }
         if let keepaliveTimeout { f[.keepaliveTimeout] = .double(keepaliveTimeout) }
         if let logLevel { f[.logLevel] = .string(logLevel) }
+        if let logFormat { f[.logFormat] = .string(logFormat) }
+        if let controlGroup { f[.controlGroup] = .string(controlGroup) }
         return f
     }
 
@@ -104,17 +112,28 @@ struct DaemonCommand: AsyncParsableCommand {
 
     func run() async throws {
         let resolved = try resolve()
-        let level = resolved.logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        let level = LogLevelControl(resolved.logLevel)
+        let format = resolved.logFormat
+        LoggingSystem.bootstrap { label in level.handler(label: label, format: format) }
         let logger = Logger(label: "syncd")
         if let file = resolved.file { logger.info("configuration from \(file)") }
         resolved.warnings.forEach { logger.warning("\($0)") }
+        // SIGHUP: the same file, environment and flags read again; the log level applies at once.
+        let (explicitHome, configPath, flags) = (home.home, config, self.flags)
+        let reload: @Sendable () throws -> DaemonConfiguration = {
+            let environment = ProcessInfo.processInfo.environment
+            let again = try DeclaredConfiguration.resolve(home: Home.resolve(explicit: explicitHome, environment: environment),
+                                                          configPath: configPath, flags: flags, environment: environment)
+            again.warnings.forEach { logger.warning("\($0)") }
+            if again.logLevel != level.level {
+                logger.notice("reload: log level \(again.logLevel)")
+                level.level = again.logLevel
+            }
+            return again.configuration
+        }
         do {
-            let daemon = try Daemon(configuration: resolved.configuration, logger: logger, rebuildIndex: rebuildIndex)
+            let daemon = try Daemon(configuration: resolved.configuration, logger: logger, rebuildIndex: rebuildIndex,
+                                    reload: reload, notifier: ServiceNotifier())
             try await daemon.run()
         } catch {
             logger.critical("\(error)")

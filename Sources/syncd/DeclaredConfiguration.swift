@@ -16,7 +16,8 @@ enum DeclaredOption: String, CaseIterable, Sendable {
     case beaconPort = "beacon_port", noLanBeacon = "no_lan_beacon"
     case trashDays = "trash_days", maxConflicts = "max_conflicts", rescanInterval = "rescan_interval"
     case keepaliveInterval = "keepalive_interval", keepaliveTimeout = "keepalive_timeout"
-    case logLevel = "log_level"
+    case logLevel = "log_level", logFormat = "log_format"
+    case controlGroup = "control_group"
 
     /// The long option without its dashes: `trash-days`.
     var longName: String { rawValue.replacingOccurrences(of: "_", with: "-") }
@@ -77,6 +78,7 @@ enum DeclaredValue: Equatable, Sendable {
 struct ResolvedConfiguration {
     var configuration: DaemonConfiguration
     var logLevel: Logger.Level
+    var logFormat: LogFormat = .text
     /// The config file read, if any.
     var file: String?
     /// Where each option that is not at its default came from.
@@ -126,7 +128,7 @@ enum DeclaredConfiguration {
             let key = ConfigKey([option.rawValue])
             let value: DeclaredValue?
             switch option {
-            case .listen, .advertise, .gossipKey, .gossipKeyFile, .logLevel:
+            case .listen, .advertise, .gossipKey, .gossipKeyFile, .logLevel, .logFormat, .controlGroup:
                 value = reader.string(forKey: key, isSecret: option.isSecret).map(DeclaredValue.string)
             case .join: value = reader.stringArray(forKey: key).map(DeclaredValue.strings)
             case .beaconPort, .maxConflicts: value = reader.int(forKey: key).map(DeclaredValue.int)
@@ -162,6 +164,7 @@ enum DeclaredConfiguration {
         if let v = value(.rescanInterval)?.double { c.scanning.rescanInterval = v }
         if let v = value(.keepaliveInterval)?.double { c.keepalive.interval = .seconds(v) }
         if let v = value(.keepaliveTimeout)?.double { c.keepalive.timeout = .seconds(v) }
+        if let v = value(.controlGroup)?.string { c.control.group = v }
 
         // Two options, one setting: the highest-ranked source that declares either decides.
         if let (option, source) = try decisive(.gossipKey, .gossipKeyFile, in: declared) {
@@ -199,6 +202,14 @@ enum DeclaredConfiguration {
         } else {
             level = .info
         }
+        var format = LogFormat.text
+        if let text = value(.logFormat)?.string {
+            guard let f = LogFormat(rawValue: text) else {
+                throw ConfigurationError("\(sources[.logFormat]!.name(.logFormat)): unknown log format \(text) (text, json)",
+                                         byFlag: sources[.logFormat] == .flag)
+            }
+            format = f
+        }
         c.folders = folders
         do {
             try c.validate()
@@ -210,7 +221,7 @@ enum DeclaredConfiguration {
             }
             throw ConfigurationError("\(source.name(option)) \(invalid.reason)", byFlag: source == .flag)
         }
-        return ResolvedConfiguration(configuration: c, logLevel: level, file: file, sources: sources, warnings: warnings)
+        return ResolvedConfiguration(configuration: c, logLevel: level, logFormat: format, file: file, sources: sources, warnings: warnings)
     }
 
     /// Of two options that make one setting, the one declared by the highest-ranked source; nil
@@ -351,6 +362,14 @@ struct ConfigFile {
         }
     }
 
+    /// "0640", "640", "0o640" → 0o640; nil for anything else, or above 07777.
+    static func octalMode(_ text: String) -> UInt32? {
+        var digits = Substring(text.trimmingCharacters(in: .whitespaces))
+        if digits.hasPrefix("0o") { digits = digits.dropFirst(2) }
+        guard !digits.isEmpty, digits.count <= 5, let mode = UInt32(digits, radix: 8), mode <= 0o7777 else { return nil }
+        return mode
+    }
+
     /// Line, column and problem, without the document's text (it may hold secrets).
     static func describe(_ error: YamlError) -> String {
         switch error {
@@ -381,8 +400,8 @@ struct ConfigFile {
             guard let mapping = item.mapping else { throw fail("\(at): expected path and secret or secret_file") }
             var values: [String: String] = [:]
             for (keyNode, value) in mapping {
-                guard let key = keyNode.string, ["path", "secret", "secret_file"].contains(key) else {
-                    throw fail("\(at).\(keyNode.string ?? "?"): unknown key; a folder has path, and secret or secret_file")
+                guard let key = keyNode.string, ["path", "secret", "secret_file", "owner", "group", "file_mode", "dir_mode"].contains(key) else {
+                    throw fail("\(at).\(keyNode.string ?? "?"): unknown key; a folder has path, secret or secret_file, and optionally owner, group, file_mode, dir_mode")
                 }
                 guard value.scalar != nil, let text = value.string, value.null == nil else { throw fail("\(at).\(key): expected a single value") }
                 values[key] = text
@@ -409,7 +428,15 @@ struct ConfigFile {
             } catch {
                 throw fail("\(at).\(secretKey): not a folder secret (\(error))")
             }
-            folders.append(.init(path: path, secret: secretText.trimmingCharacters(in: .whitespacesAndNewlines)))
+            var placement = DaemonConfiguration.Placement(owner: values["owner"], group: values["group"])
+            for (key, text) in [("file_mode", values["file_mode"]), ("dir_mode", values["dir_mode"])] {
+                guard let text else { continue }
+                guard let mode = Self.octalMode(text) else {
+                    throw fail("\(at).\(key): expected permission bits in octal (0640), not \(text)")
+                }
+                if key == "file_mode" { placement.fileMode = mode } else { placement.directoryMode = mode }
+            }
+            folders.append(.init(path: path, secret: secretText.trimmingCharacters(in: .whitespacesAndNewlines), placement: placement))
         }
         return (folders, warnings)
     }

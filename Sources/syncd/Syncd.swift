@@ -9,7 +9,7 @@ struct Syncd: AsyncParsableCommand {
         abstract: "Peer-to-peer folder synchronization: one secret, every node the same folder.",
         version: SyncdVersion.string,
         subcommands: [DaemonCommand.self, AddCommand.self, RemoveCommand.self, AcceptDeletionsCommand.self, StatusCommand.self, PeersCommand.self, WaitCommand.self,
-                      SecretCommand.self, IDCommand.self])
+                      SecretCommand.self, IDCommand.self, BenchCommand.self])
 }
 
 /// `--home` for every subcommand; falls back to $SYNCD_HOME, then the documented default.

@@ -44,6 +44,7 @@ final class DaemonCommandTests: XCTestCase {
             ("rescan-interval", ["120"], { $0.scanning.rescanInterval = 120 }),
             ("keepalive-interval", ["1"], { $0.keepalive.interval = .seconds(1) }),
             ("keepalive-timeout", ["9"], { $0.keepalive.timeout = .seconds(9) }),
+            ("control-group", ["0"], { $0.control.group = "0" }),
         ]
         for c in cases {
             var expected = defaults
@@ -54,7 +55,7 @@ final class DaemonCommandTests: XCTestCase {
         // Every option of `syncd daemon` is covered, except the ones that are not configuration.
         let help = DaemonCommand.helpMessage(columns: 1000)
         let options = Set(help.matches(of: /--([a-z][a-z-]+)/).map { String($0.output.1) })
-        XCTAssertEqual(options.subtracting(["log-level", "rebuild-index", "config", "help", "version"]), Set(cases.map(\.option)))
+        XCTAssertEqual(options.subtracting(["log-level", "log-format", "rebuild-index", "config", "help", "version"]), Set(cases.map(\.option)))
         // …and every one of them (and --log-level) can be declared in the file and the environment too.
         XCTAssertEqual(Set(DeclaredOption.allCases.map(\.longName)), options.subtracting(["home", "rebuild-index", "config", "help", "version"]))
     }
@@ -72,7 +73,9 @@ final class DaemonCommandTests: XCTestCase {
         for (arguments, message) in [(["--keepalive-interval", "5", "--keepalive-timeout", "5"], "--keepalive-timeout must be longer"),
                                      (["--max-conflicts", "0"], "--max-conflicts must be at least 1"),
                                      (["--listen", "nowhere"], "nowhere is not HOST:PORT"),
-                                     (["--log-level", "loud"], "unknown log level loud")] {
+                                     (["--log-level", "loud"], "unknown log level loud"),
+                                     (["--log-format", "xml"], "unknown log format xml (text, json)"),
+                                     (["--control-group", "no-such-group-here"], "--control-group no-such-group-here is not a group")] {
             XCTAssertThrowsError(try parse(arguments)) { error in
                 XCTAssertTrue(Syncd.message(for: error).contains(message), "\(arguments): \(Syncd.message(for: error))")
             }

@@ -28,7 +28,7 @@ final class DaemonHarness {
     /// The syncd binary this harness runs: `binary`, or a copy under `root` when the service user
     /// cannot reach `binary` (a checkout under a 0700 directory, as CI's fresh clone as root may be).
     private let executable: String
-    private(set) var process: Process?
+    var process: Process?
 
     init(name: String = "t", unprivileged: Bool = false) throws {
         root = NSTemporaryDirectory() + "syncd-it-\(name)-\(UUID().uuidString.prefix(8))"
@@ -59,7 +59,7 @@ final class DaemonHarness {
     /// file executable. Asked of the kernel (access(2) in `test`) rather than derived from mode
     /// bits. Not by running `path` through setpriv: setpriv keeps root's capabilities until its
     /// execve, so that exec succeeds where the service user's own never would.
-    private static func serviceUserCanRun(_ path: String) -> Bool {
+    static func serviceUserCanRun(_ path: String) -> Bool {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         p.arguments = setprivArguments(serviceUser) + ["/usr/bin/test", "-x", path]
@@ -133,6 +133,13 @@ final class DaemonHarness {
         try run([executable] + args)
     }
 
+    /// A `syncd` command run as another user (`setpriv`, test process as root): uid, primary gid
+    /// and supplementary groups exactly these. `executable` must be reachable by that user.
+    func cli(as user: (uid: uid_t, gid: gid_t), groups: [gid_t] = [], executable: String, _ args: [String]) throws -> Result {
+        let groupArguments = groups.isEmpty ? ["--clear-groups"] : ["--groups=" + groups.map(String.init).joined(separator: ",")]
+        return try run(["/usr/bin/setpriv", "--reuid=\(user.uid)", "--regid=\(user.gid)"] + groupArguments + ["--", executable] + args)
+    }
+
     /// Runs `command` as this harness's user with `SYNCD_HOME` set, and collects its output.
     private func run(_ command: [String]) throws -> Result {
         let p = makeProcess(command)
@@ -151,10 +158,15 @@ final class DaemonHarness {
 
     /// Daemons in tests keep the LAN beacon off (so parallel clusters never meet) unless asked.
     /// `umask`: the daemon starts under this umask (the test process's own otherwise).
-    func startDaemon(extra: [String] = [], beacon: Bool = false, listen: String = "127.0.0.1:0", umask: mode_t? = nil) throws {
+    /// `environment`: variables set for the daemon on top of the test process's own; `prefix`: a
+    /// command the daemon's runs under (absolute path first).
+    func startDaemon(extra: [String] = [], beacon: Bool = false, listen: String = "127.0.0.1:0", umask: mode_t? = nil,
+                     environment: [String: String] = [:], prefix: [String] = []) throws {
         var command = [executable, "daemon", "--home", home, "--listen", listen] + (beacon ? [] : ["--no-lan-beacon"]) + extra
+        command = prefix + command   // nsenter into a network namespace, say
         if let umask { command = ["/bin/sh", "-c", "umask \(String(umask, radix: 8)) && exec \"$@\"", "sh"] + command }
         let p = makeProcess(command)
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         let log = root + "/daemon.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = FileHandle(forWritingAtPath: log)!

@@ -52,6 +52,7 @@ final class DeclaredConfigurationTests: XCTestCase {
             (.rescanInterval, "120", "120", { $0.scanning.rescanInterval = 120 }),
             (.keepaliveInterval, "1", "1", { $0.keepalive.interval = .seconds(1) }),
             (.keepaliveTimeout, "9", "9", { $0.keepalive.timeout = .seconds(9) }),
+            (.controlGroup, "0", "0", { $0.control.group = "0" }),
         ]
     }
 
@@ -59,7 +60,7 @@ final class DeclaredConfigurationTests: XCTestCase {
         try write(String(repeating: "cd", count: 32) + "\n", to: scratch + "/cluster.key")
         let cases = everyOption
         // Every option but the log level (not part of DaemonConfiguration; tested below) has a case.
-        XCTAssertEqual(Set(cases.map(\.option)), Set(DeclaredOption.allCases).subtracting([.logLevel]))
+        XCTAssertEqual(Set(cases.map(\.option)), Set(DeclaredOption.allCases).subtracting([.logLevel, .logFormat]))
         for c in cases {
             var expected = defaults
             c.change(&expected)
@@ -76,6 +77,39 @@ final class DeclaredConfigurationTests: XCTestCase {
         XCTAssertEqual(try resolve(["--config", file]).logLevel, .debug)
         XCTAssertEqual(try resolve(environment: ["SYNCD_LOG_LEVEL": "trace"]).logLevel, .trace)
         XCTAssertEqual(try resolve().logLevel, .info)
+        try write("log_format: json\n", to: file)
+        XCTAssertEqual(try resolve(["--config", file]).logFormat, .json)
+        XCTAssertEqual(try resolve(environment: ["SYNCD_LOG_FORMAT": "json"]).logFormat, .json)
+        XCTAssertEqual(try resolve().logFormat, .text)
+    }
+
+    /// A folder's `owner`, `group`, `file_mode`, `dir_mode` (Docs/Operations.md, "Owners and modes").
+    func test_folders_ownerGroupAndModes() throws {
+        let secret = FolderSecret.generate().text
+        try write("""
+            folders:
+              - path: /srv/pg
+                secret: \(secret)
+                owner: root
+                group: "0"
+                file_mode: 0640
+                dir_mode: "0o750"
+              - path: /srv/plain
+                secret: \(secret.isEmpty ? "" : FolderSecret.generate().text)
+
+            """, to: file)
+        let folders = try resolve(["--config", file]).configuration.folders
+        XCTAssertEqual(folders.first?.placement, .init(owner: "root", group: "0", fileMode: 0o640, directoryMode: 0o750))
+        XCTAssertEqual(folders.last?.placement, .init(), "no policy: the writer's modes, the daemon's user")
+        for (line, message) in [("file_mode: 0648", "folders[0].file_mode: expected permission bits in octal (0640), not 0648"),
+                                ("dir_mode: 17777", "folders[0].dir_mode: expected permission bits in octal"),
+                                ("owner: no-such-user-here", "folder /srv/pg: owner no-such-user-here is not a user on this host"),
+                                ("colour: blue", "folders[0].colour: unknown key")] {
+            try write("folders:\n  - path: /srv/pg\n    secret: \(secret)\n    \(line)\n", to: file)
+            XCTAssertThrowsError(try resolve(["--config", file]), line) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(line): \(error)")
+            }
+        }
     }
 
     func test_precedence_isFlagsThenEnvironmentThenFileThenDefaults() throws {
@@ -171,7 +205,7 @@ final class DeclaredConfigurationTests: XCTestCase {
             ("folders:\n  - secret: \(rw)", "config file \(file): folders[0].path: missing"),
             ("folders:\n  - path: data\n    secret: \(rw)", "config file \(file): folders[0].path: must be an absolute path"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    secret_file: x", "config file \(file): folders[0]: give secret or secret_file, not both"),
-            ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    owner: git", "config file \(file): folders[0].owner: unknown key"),
+            ("folders:\n  - path: /srv/a\n    secret: \(rw)\n    mode: 0640", "config file \(file): folders[0].mode: unknown key"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n  - path: /srv/b\n    secret: \(rw.dropLast(2))",
              "config file \(file): folders[1].secret: not a folder secret"),
             ("folders:\n  - path: /srv/a\n    secret: \(rw)\n  - path: /srv/a/\n    secret: \(rw)", "config file \(file): folder /srv/a/ is declared twice"),

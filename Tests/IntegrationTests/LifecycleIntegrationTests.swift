@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// The daemon's lifecycle seen from outside: `syncd remove` stops everything of a folder, SIGHUP
-/// is not a reason to exit, SIGTERM stops it cleanly and promptly.
+/// reloads the configuration, SIGTERM stops it cleanly and promptly.
 final class LifecycleIntegrationTests: XCTestCase, ClusterTesting {
     /// The peers `status --json` lists for `folder` on `h` (device → connected).
     private func peers(_ h: DaemonHarness, _ folder: String) throws -> [String: Bool] {
@@ -99,18 +99,48 @@ final class LifecycleIntegrationTests: XCTestCase, ClusterTesting {
         XCTAssertEqual(FileManager.default.contents(atPath: target), bytes)
     }
 
-    func test_sighup_isLoggedAndIgnored_andSigtermExitsZeroPromptly() throws {
+    /// SIGHUP reloads the config file: a folder no longer declared stops and leaves the index, a
+    /// newly declared one starts, one shared with `syncd add` stays, the log level changes; the
+    /// daemon keeps its pid and answers throughout.
+    func test_sighup_reloadsTheConfigFile_foldersAndLogLevel_andSigtermExitsZeroPromptly() throws {
         let h = try DaemonHarness(name: "signals")
-        try h.startDaemon()
+        func newSecret() throws -> String {
+            let r = try h.cli(["secret"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return String(r.stdout.split(whereSeparator: \.isWhitespace).last ?? "")
+        }
+        let first = try newSecret(), second = try newSecret()
+        let config = h.root + "/syncd.yaml"
+        func declare(_ name: String, _ secret: String, level: String) throws {
+            let text = "log_level: \(level)\nfolders:\n  - path: \(h.root)/\(name)\n    secret: \(secret)\n"
+            try Data(text.utf8).write(to: URL(fileURLWithPath: config))
+            chmod(config, 0o600)
+        }
+        try declare("first", first, level: "info")
+        try h.startDaemon(extra: ["--config", config])
         XCTAssertEqual(try h.cli(["add", h.root + "/data", "--secret"]).status, 0)
         let p = try XCTUnwrap(h.process)
+        let pid = p.processIdentifier
+        let before: Set<String> = [h.root + "/first", h.root + "/data"]
+        XCTAssertEqual(Set(try h.status().folders.map(\.path)), before)
 
-        kill(p.processIdentifier, SIGHUP)
-        let logged = poll(5) { h.daemonLog.contains("SIGHUP") }
-        XCTAssertTrue(logged, "the daemon says what it did with SIGHUP: \(h.daemonLog.suffix(2000))")
+        try declare("second", second, level: "debug")
+        kill(pid, SIGHUP)
+        let after: Set<String> = [h.root + "/second", h.root + "/data"]
+        let reloaded = try poll(10) { Set(try h.status().folders.map(\.path)) == after }
+        XCTAssertTrue(reloaded, "after SIGHUP: \(h.daemonLog.suffix(2000))")
         XCTAssertTrue(p.isRunning, "SIGHUP stopped the daemon: \(h.daemonLog.suffix(2000))")
-        XCTAssertEqual(try h.cli(["status"]).status, 0, "the daemon still answers after SIGHUP")
-        XCTAssertEqual(try h.status().folders.count, 1)
+        XCTAssertEqual(h.process?.processIdentifier, pid)
+        XCTAssertTrue(h.daemonLog.contains("reload: log level debug"), String(h.daemonLog.suffix(2000)))
+        XCTAssertTrue(h.daemonLog.contains("reload: folder \(h.root)/first is no longer declared"), String(h.daemonLog.suffix(2000)))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: h.root + "/first/.syncd"), "a folder no longer declared keeps its files")
+
+        // A file that cannot be read changes nothing.
+        try Data("folders: [".utf8).write(to: URL(fileURLWithPath: config))
+        kill(pid, SIGHUP)
+        let kept = poll(10) { h.daemonLog.contains("the configuration in use is kept") }
+        XCTAssertTrue(kept, String(h.daemonLog.suffix(2000)))
+        XCTAssertEqual(Set(try h.status().folders.map(\.path)), after)
 
         let sent = Date()
         kill(p.processIdentifier, SIGTERM)
