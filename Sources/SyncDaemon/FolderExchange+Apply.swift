@@ -23,14 +23,14 @@ extension FolderExchange {
         defer { renames = [:] }
         let entries: [FileEntry]
         do { entries = try resolvePieces(listed, from: link) } catch {
-            logger.warning("chunk lists from \(link.device.short.hex) unavailable: \(error); will retry")
+            logger.warning("chunk lists from \(link.device.name) unavailable: \(error); will retry")
             return .init(batchError: "\(error)")
         }
         var unplaced: [(path: String, error: Error)] = []   // paths not applied this time (retried)
         let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
         let bytesNeeded = entries.reduce(Int64(0)) { $0 + ($1.deleted ? 0 : $1.metadata.size) }
         lock.withLock { counters.needFiles += entries.count; counters.needBytes += bytesNeeded }
-        defer { lock.withLock { counters.needFiles -= entries.count; counters.needBytes -= bytesNeeded } }
+        defer { lock.withLock { counters.needFiles -= entries.count; counters.needBytes -= bytesNeeded; counters.doneFiles += entries.count; counters.doneBytes += bytesNeeded } }
         // SyncReplication decides each path from our entry and the origin's (the manifest's
         // signature makes the origin a trusted writer): the same `BatchPlan` the simulator runs.
         let plan = BatchPlan.make(entries, locals: locals, origin: origin)
@@ -38,6 +38,7 @@ extension FolderExchange {
         let applied = plan.recordOnly
         let conflictsLocal = plan.conflictsLocal
         if plan.conflicts > 0 { lock.withLock { counters.conflicts += plan.conflicts } }
+        events.conflicts(plan.conflictPaths)
         for note in plan.notes { logger.notice("\(note)") }
         let counts = plan.deletions(against: locals)
         do {
@@ -61,14 +62,14 @@ extension FolderExchange {
                 let path = steps[i].path
                 if let e = error as? PullError, e.gone, link.device.short == origin {
                     // Superseded at the source: its newer version comes in a later manifest.
-                    logger.info("\(RelativePath.display(path)) changed again on \(link.device.short.hex) before its chunks came; waiting for the newer version")
+                    logger.info("\(RelativePath.display(path)) changed again on \(link.device.name) before its chunks came; waiting for the newer version")
                 } else {
                     unplaced.append((path, error))
                 }
             }
             steps = steps.indices.filter { unstaged[$0] == nil }.map { steps[$0] }
         } catch {
-            logger.warning("pull from \(link.device.short.hex) failed: \(error); will retry")
+            logger.warning("pull from \(link.device.name) failed: \(error); will retry")
             cleanStaged(steps)
             if "\(error)" == "disk full" { scanner.pauseForFullDisk(bytesNeeded) }
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
@@ -104,28 +105,29 @@ extension FolderExchange {
                 }
                 let stats = applied.map { e in (entry: e, stat: locals[e.path].map { $0.deleted ? e.metadata : $0.metadata } ?? e.metadata) } + placedStats
                 try store.recordRemoteEntries(stats, folder: record.id)
+                if !placed.done.isEmpty { events.batchApplied(placed.done.map(\.path), from: link.device.description, seconds: clock.seconds) }
                 notDurable = placed.flushError
                 clock.lap("record")
             }
         } catch {
-            logger.warning("applying changes from \(link.device.short.hex) failed: \(error); will retry")
+            logger.warning("applying changes from \(link.device.name) failed: \(error); will retry")
             cleanStaged(steps)
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
         }
         if let notDurable {
             // In place and recorded, but not known to be on disk: not acknowledged, applied again.
-            logger.warning("changes from \(link.device.short.hex) placed but not flushed: \(notDurable); will retry")
+            logger.warning("changes from \(link.device.name) placed but not flushed: \(notDurable); will retry")
             cleanStaged(steps)
             return .init(batchError: "flushing the folder failed: \(notDurable)", deleted: counts.deleting, created: counts.creating)
         }
         // The paths that failed are reported until they apply, and block acknowledging this manifest.
         let failing = Dictionary(failed.map { ($0.path, "\($0.error)") }, uniquingKeysWith: { a, _ in a })
         if !failed.isEmpty {
-            for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(link.device.short.hex): \(f.error); will retry") }
+            for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(link.device.name): \(f.error); will retry") }
             cleanStaged(steps)
             return .init(failed: failing, deleted: counts.deleting, created: counts.creating)
         }
-        logger.info("applied \(steps.count) changes from \(link.device.short.hex) in \(clock)")
+        logger.info("applied \(steps.count) changes from \(link.device.name) in \(clock)")
         pruneTrash()
         return .init(deleted: counts.deleting, created: counts.creating)
     }
@@ -204,6 +206,9 @@ struct StageClock: CustomStringConvertible {
         laps.append((name, (now.uptimeNanoseconds - last.uptimeNanoseconds) / 1_000_000))
         last = now
     }
+
+    /// Seconds since the apply started.
+    var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
 
     var description: String {
         let total = (DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000

@@ -52,11 +52,16 @@ final class DeclaredConfigurationTests: XCTestCase {
             (.rescanInterval, "120", "120", { $0.scanning.rescanInterval = 120 }),
             (.keepaliveInterval, "1", "1", { $0.keepalive.interval = .seconds(1) }),
             (.keepaliveTimeout, "9", "9", { $0.keepalive.timeout = .seconds(9) }),
+            (.http, "127.0.0.1:9090", "127.0.0.1:9090", { $0.http.listen = "127.0.0.1:9090" }),
+            (.httpTokenFile, scratch + "/http.token", scratch + "/http.token", { $0.http.token = "0123456789abcdef0123" }),
+            (.onApply, "'echo applied'", "echo applied", { $0.hooks.onApply = "echo applied" }),
+            (.onApplyTimeout, "5", "5", { $0.hooks.timeout = 5 }),
         ]
     }
 
     func test_everyOption_canBeSetInTheFile_andInTheEnvironment() throws {
         try write(String(repeating: "cd", count: 32) + "\n", to: scratch + "/cluster.key")
+        try write("0123456789abcdef0123\n", to: scratch + "/http.token")
         let cases = everyOption
         // Every option but the log level (not part of DaemonConfiguration; tested below) has a case.
         XCTAssertEqual(Set(cases.map(\.option)), Set(DeclaredOption.allCases).subtracting([.logLevel]))
@@ -132,9 +137,11 @@ final class DeclaredConfigurationTests: XCTestCase {
                 secret: \(rw)
               - path: /srv/docs
                 secret_file: secrets/docs.secret
+                on_apply: /usr/local/bin/reload-docs
             """, to: file)
         let resolved = try resolve(["--config", file])
-        XCTAssertEqual(resolved.configuration.folders, [.init(path: "/srv/data", secret: rw), .init(path: "/srv/docs", secret: ro)])
+        XCTAssertEqual(resolved.configuration.folders, [.init(path: "/srv/data", secret: rw),
+                                                        .init(path: "/srv/docs", secret: ro, onApply: "/usr/local/bin/reload-docs")])
         XCTAssertTrue(resolved.warnings.isEmpty, "\(resolved.warnings)")
         chmod(file, 0o644)
         chmod(scratch + "/secrets/docs.secret", 0o644)
