@@ -129,10 +129,11 @@ final class ApplyHooks: Service, @unchecked Sendable {
     }
 
     /// One folder's runs, one at a time, until its feed ends (shutdown). A run in progress then
-    /// finishes (or times out); pending paths are dropped.
+    /// finishes (or times out); pending paths, and a backoff under way, are dropped.
     private func work(folder: String, command: String, feed: AsyncStream<DaemonEvent>) async {
         let schedule = Locked(HookSchedule(backoff: hooks.backoff, maxBackoff: hooks.maxBackoff))
         let peers = Locked<[String]>([])
+        let closed = Flag()
         await withTaskGroup(of: Void.self) { group in
             let (wake, waker) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
             group.addTask {
@@ -141,6 +142,7 @@ final class ApplyHooks: Service, @unchecked Sendable {
                     if let device = event.device { peers.withLock { if !$0.contains(device) { $0.append(device) } } }
                     waker.yield()
                 }
+                closed.raise()
                 waker.finish()
             }
             group.addTask { [self] in
@@ -151,8 +153,9 @@ final class ApplyHooks: Service, @unchecked Sendable {
                         case .idle:
                             break
                         case .wait(let until):
-                            try? await Task.sleep(for: .seconds(until - now))
-                            if Task.isCancelled { return }
+                            // In short steps: shutdown does not wait out a backoff.
+                            try? await Task.sleep(for: .seconds(min(0.2, until - now)))
+                            if Task.isCancelled || closed.isRaised { return }
                             continue
                         case .run(let paths):
                             let from = peers.withLock { p in defer { p = [] }; return p }
