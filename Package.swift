@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         // Also the `syncd` executable itself: its command line is parsed in tests (DaemonCommandTests).
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "syncd",
+                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "SyncReplication", "SyncFS", "syncd",
                                    .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                    .product(name: "Crypto", package: "swift-crypto"),
                                    .product(name: "GRDB", package: "GRDB.swift")]),

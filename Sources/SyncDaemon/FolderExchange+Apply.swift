@@ -52,7 +52,6 @@ extension FolderExchange {
                 logger.warning("\(reason)")
                 return .init(batchError: reason)
             }
-            waitForAnnouncedPeers(before: steps)
             renames = Self.renames(in: steps, locals: locals)   // read by stage() and place(), cleared on return
             clock.lap("plan")
             let unstaged = try stageAll(&steps, from: link, clock: &clock)

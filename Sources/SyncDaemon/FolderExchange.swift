@@ -75,6 +75,7 @@ final class FolderExchange: @unchecked Sendable {
             answer = bytes
             refused = bytes == nil && refusedByPeer
             let done = onDone
+            onDone = nil   // it may hold this request (and its bytes): break the cycle
             condition.broadcast()
             condition.unlock()
             done?()
@@ -111,7 +112,6 @@ final class FolderExchange: @unchecked Sendable {
     let maxConflictCopies: Int
 
     static let entriesPerManifest = 1000
-    static let requestWindow = 64
     /// How long a chunk request may wait for its answer before the chunk is asked of the next peer
     /// (seconds). A session that goes silent is closed by its keepalive and fails its requests
     /// at once, so this only bounds a peer that is connected but slow.
@@ -160,8 +160,6 @@ final class FolderExchange: @unchecked Sendable {
                                   pauseForFullDisk: { _ in }, exclusive: { _ in throw PullError(description: "the folder is stopping") })
     }
     var scanner = Scanner.none
-    /// Live members that gossip says hold this folder (set by the daemon).
-    var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     let lock = Lock()
     /// Set by `stop`: the folder is no longer served (removed, or the daemon is shutting down), and why.
@@ -187,16 +185,12 @@ final class FolderExchange: @unchecked Sendable {
     let digestQueue: DispatchQueue
     let work: DispatchQueue
     let pushQueue: DispatchQueue
-    /// Chunks of small files fetched ahead for the whole batch, and where the batch's chunks sit
-    /// locally (both only written on `work` before staging starts).
-    var prefetched: [ChunkID: PendingRequest] = [:]
-    var knownLocations: [ChunkID: ChunkLocation]?
     var knownStates: [String: (metadata: FileMetadata, deleted: Bool)]?
     /// Files of the batch that are renames of a local file the batch deletes (target → that
     /// file's index entry): staged as a hard link instead of a copy.
     var renames: [String: FileEntry] = [:]
-    /// The keyed id of a chunk of zeros, by size (holes are neither fetched nor written).
-    var zeroChunkIDs: [UInt32: ChunkID] = [:]
+    /// The keyed ids of chunks of zeros (holes are neither fetched nor written).
+    let zeros = ZeroChunks()
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
          replication: DaemonConfiguration.Replication) throws {

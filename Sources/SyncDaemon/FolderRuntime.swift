@@ -18,12 +18,11 @@ final class FolderRuntime: Sendable {
     var record: FolderRecord { service.record }
     var folderID: [UInt8] { service.keys.folderID }
 
-    /// `rtt`: the sessions' round-trip time to a device; `announcedPeers`: the live members that
-    /// gossip says hold this folder; `events`: where both halves tell what happens (nil: nowhere).
+    /// `rtt`: the sessions' round-trip time to a device; `events`: where both halves tell what
+    /// happens (nil: nowhere).
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, logger: Logger, events: DaemonEvents? = nil,
-         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?,
-         announcedPeers: @escaping @Sendable () -> Set<ShortDeviceID>) {
+         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?) {
         let service = FolderService(record: record, secret: secret, store: store, device: device,
                                     configuration: configuration, logger: logger)
         self.service = service
@@ -45,7 +44,6 @@ final class FolderRuntime: Sendable {
         }
         exchange.events = told
         exchange.rtt = rtt
-        exchange.announcedPeers = announcedPeers
         // What an apply needs of the scanner side.
         exchange.scanner = FolderExchange.Scanner(
             isPaused: { [weak service] in service?.isPaused ?? true },
