@@ -103,6 +103,7 @@ final class WipedFolderIntegrationTests: XCTestCase, ClusterTesting {
                       "A holds the mass deletion: \(d[0].daemonLog.suffix(2000))")
         XCTAssertEqual(tree(a).count, 26, "nothing deleted on A before its user confirms")
         XCTAssertNotEqual(try d[0].cli(["wait", a, "--timeout", "1"]).status, 0, "not in sync while held")
+        XCTAssertEqual(state(d[0]), "syncing", "status does not say idle or in sync while a batch is held")
         XCTAssertEqual(try d[0].cli(["accept-deletions", a]).status, 0)
         XCTAssertTrue(eventually(20) { tree(a).count == 6 }, "A deleted the 20 files: \(tree(a).keys.sorted())\n\(d[0].daemonLog.suffix(2000))")
         XCTAssertEqual(tree(a), tree(b))
