@@ -7,7 +7,7 @@ import Foundation
 /// behind it) and ends when nothing is. Its total is what was done since it started plus what is
 /// still pending, so batches that arrive meanwhile grow it. Within the batch applying, the bytes
 /// received from peers count as done (a large file shows progress before it is placed).
-struct FolderProgress: Equatable {
+struct FolderProgress {
     /// One reading of the exchange's counters.
     struct Sample: Equatable {
         /// Entries and bytes of the batch applying and of those queued.
@@ -21,16 +21,15 @@ struct FolderProgress: Equatable {
         var applyingBytes: Int64
     }
 
-    private struct Start: Equatable {
+    private struct Start {
         var time: Double
         var doneFiles: Int
         var doneBytes: Int64
     }
     private var start: Start?
-    /// Bytes received when the batch applying was first seen, and its size.
+    /// Bytes received when the batch applying was first seen, and the running total of done
+    /// bytes then (it moves when that batch leaves).
     private var batchStart: (bytesIn: Int64, doneBytes: Int64)?
-
-    static func == (a: FolderProgress, b: FolderProgress) -> Bool { a.start == b.start && a.batchStart?.bytesIn == b.batchStart?.bytesIn }
 
     /// The progress at `now` (seconds, any monotonic origin); nil when nothing is pending.
     mutating func observe(_ s: Sample, now: Double) -> StatusReport.Folder.Progress? {
