@@ -29,6 +29,13 @@ let package = Package(
         // `syncd daemon --config`: the YAML file and SYNCD_* variables (Docs/UserGuide.md, "Configuration").
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["YAML"]),
         .package(url: "https://github.com/jpsim/Yams", "5.4.0"..<"7.0.0"),
+        // `--http`: /metrics, /healthz, /readyz, /api/status, /api/events and the status page (Docs/Operations.md).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // `on_apply`: the per-folder hook run after each applied batch.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // System OpenSSL libcrypto: bulk hashing and AEAD (faster than swift-crypto's BoringSSL here).
@@ -59,7 +66,12 @@ let package = Package(
                                .product(name: "NIOPosix", package: "swift-nio"),
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                               .product(name: "UnixSignals", package: "swift-service-lifecycle")],
+                               .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                               .product(name: "Hummingbird", package: "hummingbird"),
+                               .product(name: "Metrics", package: "swift-metrics"),
+                               .product(name: "Prometheus", package: "swift-prometheus"),
+                               .product(name: "Subprocess", package: "swift-subprocess"),
+                               .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: strict),
         // Every decoder of untrusted bytes as a fuzz target (see Docs/Fuzzing.md).
         .target(name: "SyncFuzz",

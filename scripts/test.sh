@@ -14,4 +14,10 @@ fi
 # with a stub and with the real daemon. Seconds.
 SYNCD_BIN="$(swift build --show-bin-path)/syncd" bash scripts/systemd_unit_test.sh
 SYNCD_BIN="$(swift build --show-bin-path)/syncd" bash scripts/entrypoint_test.sh
+# The status page in headless Chromium (Docs/Operations.md): two daemons sync a file, the rendered
+# DOM is checked, a screenshot taken. Installs Debian's chromium when missing (root; ~40 s), so it
+# runs where it can install or chromium is there already.
+if [ "$(id -u)" -eq 0 ] || command -v chromium >/dev/null; then
+    SYNCD_BIN="$(swift build --show-bin-path)/syncd" bash scripts/status_page_test.sh
+fi
 swift test 2>&1 | tee /tmp/syncd-test.log

@@ -43,6 +43,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var path: String
         public var folderId: String
         public var access: String
+        /// "idle" (no peer connected), "syncing" (anything pending, pulled, applying, or a
+        /// connected peer not caught up), "in sync" (what `syncd wait` requires holds), "scanning",
+        /// "error" (paused; `error` says why) or "unknown" (contents being recovered).
         public var state: String
         /// Why the folder is paused (state "error"), or what it waits for (state "unknown").
         public var error: String?
@@ -68,6 +71,28 @@ public struct StatusReport: Codable, Sendable, Equatable {
         public var busy: Bool?
         /// Why the last pull failed (a full disk, a peer that lost a chunk); retried automatically.
         public var pullError: String?
+        /// The pending set being pulled (nil when nothing is): files and bytes done since it
+        /// started and still to go, the rate and the estimated time left.
+        public var progress: Progress?
+        /// Batches from peers applied, and errors reported (a pause, a batch that failed), since
+        /// the daemon started.
+        public var applies: Int?
+        public var errors: Int?
+        /// Whether a session with a peer has been up since the daemon started (`/readyz`).
+        public var reachedPeer: Bool?
+
+        public struct Progress: Codable, Sendable, Equatable {
+            public var doneFiles: Int
+            public var totalFiles: Int
+            public var doneBytes: Int64
+            public var totalBytes: Int64
+            /// doneBytes / totalBytes (files when no bytes are pending), 0 to 100.
+            public var percent: Double
+            /// Bytes per second since the pending set started; nil in its first second.
+            public var bytesPerSecond: Double?
+            /// Seconds left at that rate; nil while the rate is unknown.
+            public var etaSeconds: Double?
+        }
 
         public struct Peer: Codable, Sendable, Equatable {
             public var device: String
@@ -80,6 +105,21 @@ public struct StatusReport: Codable, Sendable, Equatable {
             public var announced: UInt64?
             /// Anti-entropy: "agree", "differ", "pending" or "n/a" (see Docs/UserGuide.md).
             public var digest: String?
+            /// The first group of `device`: how the human `status` and the logs name it.
+            public var name: String?
+            /// What gossip says of the member: "alive", "suspect", "dead" or "left".
+            public var gossip: String?
+            /// Round-trip time of the session, in milliseconds (nil before the first pong).
+            public var rttMs: Double?
+            /// Sequences of ours the peer has not acknowledged, and of its own it announced that
+            /// we have not applied.
+            public var sendLag: UInt64?
+            public var receiveLag: UInt64?
+            /// How long (seconds) either lag has been above zero, as observed by status queries.
+            public var lagSeconds: Double?
+            /// When a session with the peer was last up (seconds since 1970; now while connected),
+            /// nil when none was since the daemon started.
+            public var lastSeen: Double?
         }
     }
 
@@ -87,6 +127,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var version: String
     /// The session address actually bound (`--listen` with port 0 picks one).
     public var listen: String?
+    /// The HTTP endpoint's bound address (`--http`), nil when it is off.
+    public var http: String?
+    /// Gossip members by state ("alive", "suspect", "dead", "left"), this device included.
+    public var members: [String: Int]?
     public var folders: [Folder]
 }
 

@@ -55,6 +55,13 @@ public final class Daemon: @unchecked Sendable {
     private var watchdog: RepeatedTask?
     /// `control.group` as a number, resolved once at start.
     private let controlGroup: gid_t?
+    /// What happens to the folders (`DaemonEvents`): `/api/events`, the hooks and the metrics read it.
+    public let events = DaemonEvents()
+    /// The HTTP endpoint's bound address, once it listens.
+    private var httpAddress: String?
+    /// What status queries remember per folder (by path): the pending set's progress, each peer's lag.
+    private let memory = Locked<[String: FolderMemory]>([:])
+    struct FolderMemory { var progress = FolderProgress(); var lag = LagClock() }
 
     public enum StartError: Error, CustomStringConvertible {
         case alreadyRunning(String), home(String), listen(String), folders(String)
@@ -88,6 +95,7 @@ public final class Daemon: @unchecked Sendable {
             guard free else { throw StartError.alreadyRunning(home.path) }
         }
         try Self.checkListen(configuration.network.listen, group: group)
+        if let http = configuration.http.listen { try Self.checkHTTP(http, group: group) }
         do {
             let wanted = controlGroup == nil ? "0700" : "0710 (control group \(configuration.control.group ?? ""))"
             if let (was, changed) = try home.create(controlGroup: controlGroup) {
@@ -129,6 +137,17 @@ public final class Daemon: @unchecked Sendable {
                 .bind(host: host, port: port).wait().close().wait()
         } catch {
             throw StartError.listen("cannot listen for gossip on UDP \(listen): \(describe(error))")
+        }
+    }
+
+    /// The HTTP endpoint's address, bound once and let go, like `checkListen`.
+    static func checkHTTP(_ listen: String, group: EventLoopGroup) throws {
+        do {
+            let (host, port) = try SessionServer.split(listen)
+            try ServerBootstrap(group: group).serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: host, port: port).wait().close().wait()
+        } catch {
+            throw StartError.listen("cannot serve HTTP on TCP \(listen): \(describe(error))")
         }
     }
 
@@ -219,7 +238,9 @@ public final class Daemon: @unchecked Sendable {
             logger.info("seeds: \(configuration.network.join.joined(separator: ", "))")
         }
         let hangup = HangupService(logger: logger, reload: { [self] in reload() })
-        let folders = DaemonPart("folders", after: hangup.started,
+        // The hooks listen for applied batches before any folder can apply one.
+        let hooks = ApplyHooks(events: events, configuration: configuration, logger: logger, after: hangup.started)
+        let folders = DaemonPart("folders", after: hooks.started,
                                  start: { [self] in try startFolders() }, stop: { [self] in stopFolders() })
         let sessions = DaemonPart("sessions", after: folders.started,
                                   start: { [self] in try startSessions() }, stop: { [self] in stopSessions() })
@@ -229,10 +250,23 @@ public final class Daemon: @unchecked Sendable {
                                 start: { [self] in startDialer() }, stop: { [self] in stopDialer() })
         let control = DaemonPart("control", after: dialer.started,
                                  start: { [self] in try startControl() }, stop: { [self] in stopControl() })
-        let ready = DaemonPart("ready", after: control.started,
+        var parts: [any Service] = [hangup, hooks, folders, sessions, gossip, dialer, control]
+        var lastStarted = control.started
+        if let listen = configuration.http.listen {
+            let endpoint = HTTPEndpoint(listen: listen, token: configuration.http.token, events: events, logger: logger,
+                                        after: control.started, status: { [weak self] in
+                                            guard let self else { throw StartError.home("the daemon stopped") }
+                                            return try self.status(path: nil)
+                                        }, bound: { [weak self] address in self?.lock.withLock { self?.httpAddress = address } })
+            parts.append(endpoint)
+            lastStarted = endpoint.started
+        }
+        // Last, so READY=1 means every part serves (the HTTP endpoint too).
+        let ready = DaemonPart("ready", after: lastStarted,
                                start: { [self] in announceReady() }, stop: { [self] in announceStopping() })
+        parts.append(ready)
         let group = ServiceGroup(configuration: .init(
-            services: ([hangup, folders, sessions, gossip, dialer, control, ready] as [any Service]).map { .init(service: $0) },
+            services: parts.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
@@ -357,7 +391,7 @@ public final class Daemon: @unchecked Sendable {
         let runtime = FolderRuntime(
             record: record, secret: secret, store: store, device: me, configuration: configuration,
             placement: Self.policy(placement), logger: logger,
-            rtt: { [sessionTable] in sessionTable.rtt(of: $0) })
+            events: events, rtt: { [sessionTable] in sessionTable.rtt(of: $0) })
         lock.withLock { folders[record.path] = runtime }
         runtime.start()
     }
@@ -496,7 +530,7 @@ public final class Daemon: @unchecked Sendable {
         let sessions = sessionTable.sessionCount(with: member.name)
         if sessions > 0 {
             sessionTable.closeQuiet(device: member.name, longerThan: configuration.keepalive.interval,
-                                    reason: "gossip lost and found member \(member.name.hex)")
+                                    reason: "gossip lost and found member \(member.name.deviceName)")
         }
         dialPeers()
     }
@@ -640,47 +674,100 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    private func status(path: String?) throws -> StatusReport {
+    /// What `status` reports (the CLI, `/api/status`, `/metrics` and the status page all read
+    /// this one report). Thread-safe.
+    func status(path: String?) throws -> StatusReport {
         let runtimes = lock.withLock { folders.values.sorted { $0.record.path < $1.record.path } }
+        let members = lock.withLock({ gossip })?.members ?? []
+        let me = identity.deviceID.short
+        let uptime = Double(DispatchTime.now().uptimeNanoseconds) / 1e9
         var list: [StatusReport.Folder] = []
-        for s in runtimes.map(\.service) where path == nil || s.record.path == FolderPaths.normalize(path!) {
+        for runtime in runtimes where path == nil || runtime.record.path == FolderPaths.normalize(path!) {
+            let s = runtime.service
             let stats = try store.stats(folder: s.record.id)
             let state = s.currentState
             var error: String?
             if case .error(let e) = state { error = e }
             if case .unknown(let why) = state { error = why }
-            list.append(.init(path: s.record.path, folderId: s.record.folderID, access: s.record.access, state: state.name,
-                              error: error, localFiles: stats.files + stats.symlinks, localDirectories: stats.directories,
-                              localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence,
-                              watching: s.isWatching,
-                              remoteManifests: try store.remoteManifestCount(folder: s.record.id)))
-            if let exchange = lock.withLock({ folders[s.record.path]?.exchange }) {
+            var folder = StatusReport.Folder(
+                path: s.record.path, folderId: s.record.folderID, access: s.record.access, state: state.name,
+                error: error, localFiles: stats.files + stats.symlinks, localDirectories: stats.directories,
+                localSymlinks: stats.symlinks, localBytes: stats.bytes, sequence: stats.sequence, watching: s.isWatching,
+                remoteManifests: try store.remoteManifestCount(folder: s.record.id))
+            let tally = runtime.events.tally
+            folder.applies = tally.applies
+            folder.errors = tally.errors
+            folder.reachedPeer = !tally.lastSeen.isEmpty
+            if let exchange = runtime.exchange {
                 let (counters, pullError, connected) = exchange.snapshot
-                list[list.count - 1].needFiles = counters.needFiles
-                list[list.count - 1].needBytes = counters.needBytes
-                list[list.count - 1].conflicts = counters.conflicts
-                list[list.count - 1].bytesIn = counters.bytesIn
-                list[list.count - 1].bytesOut = counters.bytesOut
-                list[list.count - 1].busy = s.isBusy || counters.needFiles > 0
-                list[list.count - 1].pullError = pullError
+                let view = exchange.syncView
+                folder.needFiles = counters.needFiles + view.queuedFiles
+                folder.needBytes = counters.needBytes + view.queuedBytes
+                folder.conflicts = counters.conflicts
+                folder.bytesIn = counters.bytesIn
+                folder.bytesOut = counters.bytesOut
+                folder.busy = s.isBusy || counters.needFiles > 0
+                folder.pullError = pullError
+                let sample = FolderProgress.Sample(
+                    pendingFiles: folder.needFiles ?? 0, pendingBytes: folder.needBytes ?? 0, doneFiles: counters.doneFiles,
+                    doneBytes: counters.doneBytes, bytesIn: counters.bytesIn, applyingBytes: counters.needBytes)
+                let sequence = UInt64(max(stats.sequence, 0))
                 var peers = try connected.map { p in
                     StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,
                                              needBytes: try store.bytesAfter(folder: s.record.id, sequence: Int64(p.acked)),
                                              applied: p.applied, announced: p.announced, digest: p.digest)
                 }
-                // Members that announce the folder but have no session (yet) count too.
-                for m in lock.withLock({ gossip })?.members ?? [] where m.name != identity.deviceID.short && m.status == .alive {
+                // Members that announce the folder but have no session count too: alive ones not
+                // connected yet, and those gossip calls suspect or dead, with when they were last seen.
+                for m in members where m.name != me {
                     guard let meta = MemberMeta(decoding: m.meta), meta.folders.contains(where: { $0.folderID == s.keys.folderID }),
-                          let device = DeviceID(bytes: meta.device)?.description, !peers.contains(where: { $0.device == device })
-                    else { continue }
-                    peers.append(.init(device: device, connected: false, sequence: 0, needBytes: 0))
+                          let device = DeviceID(bytes: meta.device)?.description else { continue }
+                    if let i = peers.firstIndex(where: { $0.device == device }) {
+                        peers[i].gossip = m.status.name
+                    } else if m.status != .left {
+                        var peer = StatusReport.Folder.Peer(device: device, connected: false, sequence: 0, needBytes: 0)
+                        peer.gossip = m.status.name
+                        peers.append(peer)
+                    }
                 }
-                list[list.count - 1].peers = peers.sorted { $0.device < $1.device }
+                let (progress, lags) = memory.withLock { memory -> (StatusReport.Folder.Progress?, [Double]) in
+                    var m = memory[s.record.path] ?? FolderMemory()
+                    defer { memory[s.record.path] = m }
+                    let progress = m.progress.observe(sample, now: uptime)
+                    let lags = peers.map { p in
+                        let send = p.connected ? sequence.subtractingClamped(p.sequence) : 0
+                        let receive = p.connected ? (p.announced ?? 0).subtractingClamped(p.applied ?? 0) : 0
+                        return m.lag.observe(p.device, behind: send > 0 || receive > 0, now: uptime)
+                    }
+                    return (progress, lags)
+                }
+                for i in peers.indices {
+                    let p = peers[i]
+                    let id = try? DeviceID(parsing: p.device)
+                    peers[i].name = id?.name ?? String(p.device.prefix(7))
+                    peers[i].lastSeen = tally.lastSeen[p.device].map { ($0 * 1000).rounded() / 1000 }
+                    guard p.connected else { continue }
+                    peers[i].sendLag = sequence.subtractingClamped(p.sequence)
+                    peers[i].receiveLag = (p.announced ?? 0).subtractingClamped(p.applied ?? 0)
+                    peers[i].lagSeconds = lags[i]
+                    if let id, let rtt = sessionTable.rtt(of: id.short) {
+                        let ms = Double(rtt.components.seconds) * 1e3 + Double(rtt.components.attoseconds) / 1e15
+                        peers[i].rttMs = (ms * 1000).rounded() / 1000
+                    }
+                }
+                folder.peers = peers.sorted { $0.device < $1.device }
+                folder.progress = progress
+                folder.state = FolderStateRule.state(scanner: state.name, pending: progress != nil || view.applying,
+                                                     connectedPeers: view.connected, inSync: view.inSync)
             }
+            list.append(folder)
         }
         if let p = path, list.isEmpty { throw StoreError.noSuchFolder(p) }
-        return StatusReport(device: identity.deviceID.description, version: SyncdVersion.string,
-                            listen: lock.withLock { listenAddress }, folders: list)
+        var report = StatusReport(device: identity.deviceID.description, version: SyncdVersion.string,
+                                  listen: lock.withLock { listenAddress }, folders: list)
+        report.http = lock.withLock { httpAddress }
+        if !members.isEmpty { report.members = Dictionary(grouping: members, by: { $0.status.name }).mapValues(\.count) }
+        return report
     }
 
     private func add(_ request: ControlRequest) throws -> ControlResponse {
@@ -735,4 +822,9 @@ public final class Daemon: @unchecked Sendable {
         logger.info("removed folder \(path) (files left in place)")
         return ControlResponse(ok: true, folderId: service.record.folderID)
     }
+}
+
+extension UInt64 {
+    /// `self - other`, or 0 when `other` is larger.
+    func subtractingClamped(_ other: UInt64) -> UInt64 { self > other ? self - other : 0 }
 }

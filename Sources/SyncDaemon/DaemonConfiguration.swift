@@ -18,6 +18,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var gossip = SWIMSettings()
     public var lifecycle = Lifecycle()
     public var control = Control()
+    public var http = HTTP()
+    public var hooks = Hooks()
     /// Folders declared in the config file; see `Folder`. Default none.
     public var folders: [Folder] = []
 
@@ -84,6 +86,42 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public init() {}
     }
 
+    /// The HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/api/status`, `/api/events` and the
+    /// status page at `/` (Docs/Operations.md).
+    public struct HTTP: Sendable, Equatable {
+        /// Where it listens, HOST:PORT; port 0 picks a free one (`status` shows the bound address).
+        /// Default nil: off.
+        public var listen: String?
+        /// The token every request but `/healthz` and `/readyz` must carry (`Authorization: Bearer`,
+        /// or as the password of HTTP basic authentication, for browsers). Required when `listen` is
+        /// not a loopback address; on loopback it is optional. Read from a file, never from the
+        /// command line. Default nil.
+        public var token: String?
+
+        public init() {}
+
+        /// Tokens shorter than this are refused (a guessable token on a network port is no lock).
+        public static let minimumTokenLength = 16
+    }
+
+    /// Commands run for applications (Docs/Operations.md, "Hooks").
+    public struct Hooks: Sendable, Equatable {
+        /// Run by `/bin/sh -c` after each batch applied from a peer, with the changed paths on
+        /// stdin and in the environment, in every folder that declares no `on_apply` of its own.
+        /// Default nil: none.
+        public var onApply: String?
+        /// Seconds a hook may run before it is stopped (SIGTERM to its process group, SIGKILL 2 s
+        /// later); a hook stopped so counts as failed. Default 60 s.
+        public var timeout: TimeInterval = 60
+        /// After a failed run, the next waits `backoff` seconds, doubled per consecutive failure
+        /// up to `maxBackoff`; a failed run's paths are passed again with the next run. Default
+        /// 1 s and 300 s.
+        public var backoff: TimeInterval = 1
+        public var maxBackoff: TimeInterval = 300
+
+        public init() {}
+    }
+
     /// A folder the configuration declares (`folders:` in the config file): added at start when
     /// it is not shared yet, left as it is when it is shared with the same secret, and an error
     /// when its path is shared with another secret. Folders shared with `syncd add` and not
@@ -97,8 +135,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
         /// the daemon's user).
         public var placement = Placement()
 
-        public init(path: String, secret: String, placement: Placement = Placement()) {
-            self.path = path; self.secret = secret; self.placement = placement
+        /// This folder's hook (`Hooks.onApply`), in place of the daemon-wide one. Default nil.
+        public var onApply: String?
+
+        public init(path: String, secret: String, placement: Placement = Placement(), onApply: String? = nil) {
+            self.path = path; self.secret = secret; self.placement = placement; self.onApply = onApply
         }
     }
 
@@ -164,6 +205,16 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let group = control.group, Self.groupID(group) == nil {
             throw Invalid("control-group", "\(group) is not a group on this host")
         }
+        if let listen = http.listen {
+            guard let endpoint = Self.hostPort(listen, allowingPortZero: true) else { throw Invalid("http", "\(listen) is not HOST:PORT") }
+            if let token = http.token, token.count < HTTP.minimumTokenLength {
+                throw Invalid("http-token-file", "holds a token shorter than \(HTTP.minimumTokenLength) characters (openssl rand -hex 24)")
+            }
+            if http.token == nil && !Self.isLoopback(endpoint.host) {
+                throw Invalid("http", "\(listen) is not a loopback address: give a token with --http-token-file (or listen on 127.0.0.1)")
+            }
+        }
+        guard hooks.timeout > 0 else { throw Invalid("on-apply-timeout", "must be positive") }
         var paths: Set<String> = []
         for folder in folders {
             guard folder.path.hasPrefix("/") else { throw Invalid(nil, "folder path must be absolute: \(folder.path)") }
@@ -195,6 +246,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
         var buffer = [CChar](repeating: 0, count: 16384)
         guard getgrnam_r(text, &gr, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
         return gr.gr_gid
+
+    }
+
+    /// Whether `host` only reaches this machine: 127.0.0.0/8, ::1 or localhost.
+    public static func isLoopback(_ host: String) -> Bool {
+        let h = host.lowercased()
+        return h == "localhost" || h == "::1" || h == "[::1]" || (h.hasPrefix("127.") && h.split(separator: ".").count == 4)
     }
 
     /// `HOST:PORT` or `[v6]:PORT` with a host that can be looked up (no spaces, nothing empty).

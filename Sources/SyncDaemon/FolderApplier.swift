@@ -49,17 +49,19 @@ final class FolderApplier: @unchecked Sendable {
 
     /// What an apply needs of the sessions and the replication model (wired by `FolderExchange`).
     struct Hooks: Sendable {
-        /// Adds to the folder's status counters: files and bytes still needed, conflicts.
-        var count: @Sendable (_ needFiles: Int, _ needBytes: Int64, _ conflicts: Int) -> Void
+        /// Adds to the folder's status counters (needed and done files and bytes, conflicts).
+        var count: @Sendable (_ change: FolderExchange.Counters) -> Void
         /// The receiver's mass-deletion guard (`FolderModel.massDeletionHeld`): why batch `id`
         /// is held, or nil to go ahead.
         var holdDeletions: @Sendable (_ id: FolderModel.BatchID, _ deleting: Int, _ creating: Int, _ liveHere: Int) -> String?
         /// A chunk pull over the folder's sessions (nil without a chunk-id key).
         var pull: @Sendable (_ announcer: ShortDeviceID, _ syncEach: Bool) -> ChunkPull?
 
-        static let none = Hooks(count: { _, _, _ in }, holdDeletions: { _, _, _, _ in "the folder is stopping" }, pull: { _, _ in nil })
+        static let none = Hooks(count: { _ in }, holdDeletions: { _, _, _, _ in "the folder is stopping" }, pull: { _, _ in nil })
     }
     var hooks = Hooks.none
+    /// Where applied batches and conflicts are told (`DaemonEvents`); set by `FolderRuntime`.
+    var events = FolderEvents.none
 
     /// The index as read for the batch being placed, and the batch's renames of local files
     /// (target → that file's index entry: staged as a hard link instead of a copy). Only used on
@@ -85,27 +87,29 @@ final class FolderApplier: @unchecked Sendable {
     /// retried (FolderModel decides how). The receiver's mass-deletion guard
     /// (`FolderModel.massDeletionHeld`) holds a batch that would delete most of our live files,
     /// from a peer that holds fewer, until the user runs `syncd accept-deletions` here.
-    func apply(_ id: FolderModel.BatchID, _ listed: [ManifestEntry], origin: ShortDeviceID, from peer: ShortDeviceID) -> FolderModel.ApplyResult {
+    func apply(_ id: FolderModel.BatchID, _ listed: [ManifestEntry], origin: ShortDeviceID, from device: DeviceID) -> FolderModel.ApplyResult {
+        let peer = device.short
         guard !scanner.isPaused() else { return .init(batchError: "the folder is paused") }
         var clock = StageClock()
         defer { renames = [:] }
         let entries: [FileEntry]
         do { entries = try resolvePieces(listed, from: peer) } catch {
-            logger.warning("chunk lists from \(peer.hex) unavailable: \(error); will retry")
+            logger.warning("chunk lists from \(device.name) unavailable: \(error); will retry")
             return .init(batchError: "\(error)")
         }
         var unplaced: [(path: String, error: Error)] = []   // paths not applied this time (retried)
         let locals = (try? store.entries(folder: record.id, paths: entries.map(\.path))) ?? [:]
         let bytesNeeded = entries.reduce(Int64(0)) { $0 + ($1.deleted ? 0 : $1.metadata.size) }
-        hooks.count(entries.count, bytesNeeded, 0)
-        defer { hooks.count(-entries.count, -bytesNeeded, 0) }
+        hooks.count(.init(needFiles: entries.count, needBytes: bytesNeeded))
+        defer { hooks.count(.init(needFiles: -entries.count, needBytes: -bytesNeeded, doneFiles: entries.count, doneBytes: bytesNeeded)) }
         // SyncReplication decides each path from our entry and the origin's (the manifest's
         // signature makes the origin a trusted writer): the same `BatchPlan` the simulator runs.
         let plan = BatchPlan.make(entries, locals: locals, origin: origin)
         var steps = plan.steps.map(Step.init)
         let applied = plan.recordOnly
         let conflictsLocal = plan.conflictsLocal
-        if plan.conflicts > 0 { hooks.count(0, 0, plan.conflicts) }
+        if plan.conflicts > 0 { hooks.count(.init(conflicts: plan.conflicts)) }
+        events.conflicts(plan.conflictPaths)
         for note in plan.notes { logger.notice("\(note)") }
         let counts = plan.deletions(against: locals)
         do {
@@ -124,14 +128,14 @@ final class FolderApplier: @unchecked Sendable {
                 let path = steps[i].path
                 if let e = error as? PullError, e.gone, peer == origin {
                     // Superseded at the source: its newer version comes in a later manifest.
-                    logger.info("\(RelativePath.display(path)) changed again on \(peer.hex) before its chunks came; waiting for the newer version")
+                    logger.info("\(RelativePath.display(path)) changed again on \(device.name) before its chunks came; waiting for the newer version")
                 } else {
                     unplaced.append((path, error))
                 }
             }
             steps = steps.indices.filter { unstaged[$0] == nil }.map { steps[$0] }
         } catch {
-            logger.warning("pull from \(peer.hex) failed: \(error); will retry")
+            logger.warning("pull from \(device.name) failed: \(error); will retry")
             cleanStaged(steps)
             if "\(error)" == "disk full" { scanner.pauseForFullDisk(bytesNeeded) }
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
@@ -156,7 +160,7 @@ final class FolderApplier: @unchecked Sendable {
                 knownStates = try store.scanStates(folder: record.id, paths: entries.map(\.path))
                 defer { knownStates = nil }
                 let placed = try placer.place(steps, conflictsLocal: conflictsLocal, renames: renames, syncEach: syncEach)
-                if placed.keptEdits > 0 { hooks.count(0, 0, placed.keptEdits) }
+                if placed.keptEdits > 0 { hooks.count(.init(conflicts: placed.keptEdits)) }
                 failed += placed.failed
                 clock.lap("place")
                 // What was placed is recorded as it was right after placing it; what only changed history keeps
@@ -167,28 +171,29 @@ final class FolderApplier: @unchecked Sendable {
                 }
                 let stats = applied.map { e in (entry: e, stat: locals[e.path].map { $0.deleted ? e.metadata : $0.metadata } ?? e.metadata) } + placedStats
                 try store.recordRemoteEntries(stats, folder: record.id)
+                if !placed.done.isEmpty { events.batchApplied(placed.done.map(\.path), from: device.description, seconds: clock.seconds) }
                 notDurable = placed.flushError
                 clock.lap("record")
             }
         } catch {
-            logger.warning("applying changes from \(peer.hex) failed: \(error); will retry")
+            logger.warning("applying changes from \(device.name) failed: \(error); will retry")
             cleanStaged(steps)
             return .init(batchError: "\(error)", deleted: counts.deleting, created: counts.creating)
         }
         if let notDurable {
             // In place and recorded, but not known to be on disk: not acknowledged, applied again.
-            logger.warning("changes from \(peer.hex) placed but not flushed: \(notDurable); will retry")
+            logger.warning("changes from \(device.name) placed but not flushed: \(notDurable); will retry")
             cleanStaged(steps)
             return .init(batchError: "flushing the folder failed: \(notDurable)", deleted: counts.deleting, created: counts.creating)
         }
         // The paths that failed are reported until they apply, and block acknowledging this manifest.
         let failing = Dictionary(failed.map { ($0.path, "\($0.error)") }, uniquingKeysWith: { a, _ in a })
         if !failed.isEmpty {
-            for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(peer.hex): \(f.error); will retry") }
+            for f in failed { logger.warning("cannot apply \(RelativePath.display(f.path)) from \(device.name): \(f.error); will retry") }
             cleanStaged(steps)
             return .init(failed: failing, deleted: counts.deleting, created: counts.creating)
         }
-        logger.info("applied \(steps.count) changes from \(peer.hex) in \(clock)")
+        logger.info("applied \(steps.count) changes from \(device.name) in \(clock)")
         pruneTrash()
         return .init(deleted: counts.deleting, created: counts.creating)
     }
@@ -367,6 +372,9 @@ struct StageClock: CustomStringConvertible {
         laps.append((name, (now.uptimeNanoseconds - last.uptimeNanoseconds) / 1_000_000))
         last = now
     }
+
+    /// Seconds since the apply started.
+    var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
 
     var description: String {
         let total = (DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1_000_000

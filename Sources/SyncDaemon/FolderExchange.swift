@@ -30,7 +30,7 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     struct Counters: Sendable {
-        var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0
+        var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0, doneFiles = 0, doneBytes: Int64 = 0
     }
 
     /// What `status` shows as `pullError`: why the last batch failed as a whole, and the paths
@@ -84,6 +84,8 @@ final class FolderExchange: @unchecked Sendable {
     static let stallPause = 10.0
     var nextRequest: UInt32 = 0
     var counters = Counters()
+    /// Where sessions, applies, conflicts and errors are told (`DaemonEvents`); set by `FolderRuntime`.
+    var events = FolderEvents.none
     /// Our latest digest (recomputed when the sequence moves).
     var digestCache: SessionMessage.Digest?
     var digestTimer: DispatchSourceTimer?
@@ -121,9 +123,13 @@ final class FolderExchange: @unchecked Sendable {
         applier = FolderApplier(record: record, folder: folder, store: store, me: device, logger: self.logger,
                                 replication: replication, placement: placement)
         applier.hooks = .init(
-            count: { [weak self] files, bytes, conflicts in
+            count: { [weak self] c in
                 guard let self else { return }
-                lock.withLock { counters.needFiles += files; counters.needBytes += bytes; counters.conflicts += conflicts }
+                lock.withLock {
+                    counters.needFiles += c.needFiles; counters.needBytes += c.needBytes; counters.conflicts += c.conflicts
+                    counters.bytesIn += c.bytesIn; counters.bytesOut += c.bytesOut
+                    counters.doneFiles += c.doneFiles; counters.doneBytes += c.doneBytes
+                }
             },
             holdDeletions: { [weak self] id, deleting, creating, live in
                 guard let self else { return Self.removedReason }
@@ -153,6 +159,7 @@ final class FolderExchange: @unchecked Sendable {
             return moved + model.sessionUp(link.device.short)
         }
         guard let directives else { link.close?(lock.withLock { stopReason }); return }
+        events.peer(link.device.description, up: true)
         perform(directives)
     }
 
@@ -162,6 +169,7 @@ final class FolderExchange: @unchecked Sendable {
         let orphaned: [PendingRequest] = lock.withLock {
             guard links[link.device.short] === link else { return [] }
             links[link.device.short] = nil
+            events.peer(link.device.description, up: false)
             _ = model.sessionDown(link.device.short)
             sealedInFlight = sealedInFlight.filter { key, _ in
                 model.isPending(.init(origin: key[0], indexID: key[1], firstSequence: 0, lastSequence: key[2], entries: []))
@@ -299,7 +307,7 @@ final class FolderExchange: @unchecked Sendable {
                     try store.storeRemoteManifest(folder: record.id, origin: origin, indexID: indexID,
                                                   firstSequence: sealed.firstSequence, lastSequence: sequence, sealed: sealed.bytes)
                 } catch {
-                    logger.error("cannot record how far \(origin.hex)'s index is applied: \(error); it is sent again")
+                    logger.error("cannot record how far \(origin.deviceName)'s index is applied: \(error); it is sent again")
                     unrecorded.insert(origin)
                 }
             case let .closeSession(peer, reason, after):
@@ -355,11 +363,12 @@ final class FolderExchange: @unchecked Sendable {
             result = .ok   // storage: keeping it is applying it (recordFloor stores the sealed bytes)
         } else if let link = lock.withLock({ links[peer] }), let sealed = lock.withLock({ sealedInFlight[key] }),
                   let listed = try? SealedManifest(decoding: sealed.bytes).open(keys: manifestKeys) {
-            result = applier.apply(id, listed, origin: batch.origin, from: link.device.short)
+            result = applier.apply(id, listed, origin: batch.origin, from: link.device)
         } else {
-            result = .init(batchError: "the session with \(peer.hex) ended before its changes applied")
+            result = .init(batchError: "the session with \(peer.deviceName) ended before its changes applied")
         }
         let directives = lock.withLock { model.applied(id, result, now: .now) }
+        if let why = Self.pullError(failing: result.failed, batchError: result.batchError) { events.error(why) }
         perform(directives)
         lock.withLock { if !model.isPending(batch) { sealedInFlight[key] = nil } }
         if result.isOK { indexMoved() }   // pass them on to other peers (not back to this one)

@@ -13,17 +13,23 @@ final class FolderRuntime: Sendable {
     let service: FolderService
     /// nil when the folder cannot serve sessions (its keys or index id are unreadable): it still scans.
     let exchange: FolderExchange?
+    /// What both halves tell (`DaemonEvents`), and what `status` remembers of it.
+    let events: FolderEvents
 
     var record: FolderRecord { service.record }
     var folderID: [UInt8] { service.keys.folderID }
 
-    /// `rtt`: the sessions' round-trip time to a device.
+    /// `rtt`: the sessions' round-trip time to a device; `events`: where both halves tell what
+    /// happens (nil: nowhere).
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
-         configuration: DaemonConfiguration, placement: PlacementPolicy = .none, logger: Logger,
+         configuration: DaemonConfiguration, placement: PlacementPolicy = .none, logger: Logger, events: DaemonEvents? = nil,
          rtt: @escaping @Sendable (ShortDeviceID) -> Duration?) {
         let service = FolderService(record: record, secret: secret, store: store, device: device,
                                     configuration: configuration, logger: logger)
         self.service = service
+        let told = FolderEvents(folder: record.path, sink: events)
+        self.events = told
+        service.events = told
         let exchange: FolderExchange?
         do {
             exchange = try FolderExchange(record: record, keys: service.keys, store: store, device: device, logger: logger,
@@ -33,7 +39,12 @@ final class FolderRuntime: Sendable {
             exchange = nil
         }
         self.exchange = exchange
-        guard let exchange else { return }
+        guard let exchange else {
+            service.onIndexChanged = { paths in told.localChangeIndexed(paths) }
+            return
+        }
+        exchange.events = told
+        exchange.applier.events = told
         exchange.rtt = rtt
         // What an apply needs of the scanner side.
         exchange.applier.scanner = FolderApplier.Scanner(
@@ -46,7 +57,10 @@ final class FolderRuntime: Sendable {
                 try service.exclusive(body)
             })
         // What the scanner side needs of the replication side.
-        service.onIndexChanged = { [weak exchange] paths in exchange?.indexMoved(localChanges: paths) }
+        service.onIndexChanged = { [weak exchange] paths in
+            exchange?.indexMoved(localChanges: paths)
+            told.localChangeIndexed(paths)
+        }
         service.restore = { [weak exchange] entries, done in
             guard let exchange else { return done([]) }
             exchange.restore(entries, done: done)

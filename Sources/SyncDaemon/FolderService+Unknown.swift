@@ -153,11 +153,11 @@ extension FolderExchange {
                   !applier.scanner.isPaused() else { return done([]) }
             // Not a peer's batch: batch id 0, which the model's mass-deletion guard does not hold.
             defer { indexMoved() }   // what came back goes on to the other peers
-            if applier.apply(0, entries.map { ManifestEntry($0) }, origin: link.device.short, from: link.device.short).isOK { return done([]) }
+            if applier.apply(0, entries.map { ManifestEntry($0) }, origin: link.device.short, from: link.device).isOK { return done([]) }
             // One file no peer has (only this device ever did) must not hold back the others.
             var unavailable: [String] = []
             for e in entries where (try? store.entry(folder: record.id, path: e.path)).flatMap({ $0 }) == nil {
-                if !applier.apply(0, [ManifestEntry(e)], origin: link.device.short, from: link.device.short).isOK { unavailable.append(e.path) }
+                if !applier.apply(0, [ManifestEntry(e)], origin: link.device.short, from: link.device).isOK { unavailable.append(e.path) }
             }
             done(unavailable)
         }

@@ -67,6 +67,8 @@ final class FolderService: @unchecked Sendable {
     /// Called after every committed batch of local changes, with their paths (the push path to
     /// peers; a local change supersedes a peer's change of the path that failed to apply).
     var onIndexChanged: (@Sendable (_ paths: [String]) -> Void)?
+    /// Where scans and pauses are told (`DaemonEvents`); set by `FolderRuntime`.
+    var events = FolderEvents.none
 
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, logger: Logger) {
@@ -116,6 +118,7 @@ final class FolderService: @unchecked Sendable {
         }
         guard !wasPaused else { return }
         logger.error("\(reason)")
+        events.error(reason)
         @Sendable func check() {
             DispatchQueue.global().asyncAfter(deadline: .now() + 5) { [weak self] in
                 guard let self else { return }
@@ -265,6 +268,7 @@ final class FolderService: @unchecked Sendable {
                 }
             }
             let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+            events.scanned(seconds: ms / 1000)
             if work.rescanAll || report.changes > 0 {
                 logger.info("scan: \(report.changes) changes, \(report.hashedFiles) files hashed (\(report.hashedBytes) bytes) in \(String(format: "%.1f", ms)) ms")
             }
@@ -285,10 +289,12 @@ final class FolderService: @unchecked Sendable {
             }
             if first {
                 logger.error("\(error); the folder is paused until its root is back")
+                events.error("\(error); the folder is paused until its root is back")
                 enterUnknown("its root or its .syncd marker was missing")
             }
         } catch {
             logger.error("\(error); the folder is paused until the next scan succeeds")
+            events.error("\(error); the folder is paused until the next scan succeeds")
             lock.withLock { state = .error("\(error)") }
         }
     }

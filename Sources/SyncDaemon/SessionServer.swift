@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import SyncCore
 import SyncFS
 import SyncSecurity
 import SyncWire
@@ -187,7 +188,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 timeout?.cancel()
                 peer = p.device
                 exchange = exchanges[p.folderID]
-                logger[metadataKey: "device"] = "\(p.device.short.hex)"
+                logger[metadataKey: "device"] = "\(p.device.name)"
                 logger.info("session established with \(p.device) for folder \(Base32.encode(p.folderID))")
                 self.context = context
                 liveness = SessionLiveness(settings: keepalive, now: Self.now)
@@ -319,8 +320,9 @@ final class ProtocolSniffer: ChannelInboundHandler, RemovableChannelHandler, @un
     }
 }
 
-extension UInt64 {
-    var hex: String { String(self, radix: 16) }
+extension ShortDeviceID {
+    /// How logs name a device: the first group of its id, as `syncd status` shows it (`DeviceID.name`).
+    var deviceName: String { DeviceID.name(of: self) }
 }
 
 extension Duration {

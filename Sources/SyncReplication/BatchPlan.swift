@@ -44,6 +44,8 @@ public struct BatchPlan: Hashable, Sendable {
     public var conflictsLocal: [String: String] = [:]
     /// Conflicts resolved by this plan, and human-readable notes (held conflicts, refused paths).
     public var conflicts = 0
+    /// The paths of those conflicts (path text), in plan order.
+    public var conflictPaths: [String] = []
     public var notes: [String] = []
 
     public init() {}
@@ -83,6 +85,7 @@ public struct BatchPlan: Hashable, Sendable {
                 }
             case .conflict(let conflict):
                 plan.conflicts += 1
+                plan.conflictPaths.append(remote.path)
                 plan.notes.append("conflict on \(RelativePath.display(remote.path)): \(conflict.winnerIsLocal ? "our" : "the peer's") version wins")
                 for loser in conflict.losers {
                     if ConflictCopyName.original(of: remote.path) != nil {

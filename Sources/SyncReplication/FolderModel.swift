@@ -191,6 +191,14 @@ public struct FolderModel: Sendable {
     /// Whether anything is queued or applying.
     public var isApplying: Bool { applying != nil || !queue.isEmpty }
 
+    /// The entries of the batches queued behind the one applying, and the bytes of those that
+    /// are not deletions: the rest of the pending set, for `status`'s progress.
+    public var queuedWork: (files: Int, bytes: Int64) {
+        queue.reduce((0, 0)) { sum, q in
+            (sum.0 + q.batch.entries.count, sum.1 + q.batch.entries.reduce(0) { $0 + ($1.deleted ? 0 : $1.metadata.size) })
+        }
+    }
+
     /// Whether a batch with `batch`'s origin, index id and last sequence is queued or applying
     /// (delivered by `peer`, when given).
     public func isPending(_ batch: Batch, from peer: ShortDeviceID? = nil) -> Bool {

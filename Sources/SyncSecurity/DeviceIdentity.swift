@@ -22,6 +22,16 @@ public struct DeviceID: Hashable, Sendable, CustomStringConvertible {
         bytes.prefix(8).reduce(0) { $0 << 8 | UInt64($1) }
     }
 
+    /// The first group of the printed id (`MFZWI3D`): how `syncd status` and the logs name a
+    /// device in prose (`--json` and `syncd peers` give the whole id).
+    public var name: String { Self.name(of: short) }
+
+    /// `name` from the short id alone (its first 35 bits are the first seven base32 characters).
+    public static func name(of short: ShortDeviceID) -> String {
+        let bytes = (0..<8).map { UInt8(truncatingIfNeeded: short >> (56 - 8 * UInt64($0))) }
+        return String(Base32.encode(bytes).uppercased().prefix(7))
+    }
+
     public var description: String {
         let plain = Array(Base32.encode(bytes).uppercased().utf8)   // 52 characters
         var withChecks: [UInt8] = []

@@ -61,6 +61,18 @@ struct DaemonCommand: AsyncParsableCommand {
     @Option(help: "Seconds of silence after which a peer session is closed and redialled, more than --keepalive-interval (default: \(defaults.keepalive.timeout.inSeconds.formatted)).")
     var keepaliveTimeout: Double?
 
+    @Option(help: "Serve /metrics, /healthz, /readyz, /api/status, /api/events and a status page at /, on HOST:PORT (default: off). Not on loopback, --http-token-file is required.")
+    var http: String?
+
+    @Option(help: ArgumentHelp("File holding the token HTTP requests must carry (Authorization: Bearer TOKEN; a browser gives it as the password); at least \(DaemonConfiguration.HTTP.minimumTokenLength) characters.", valueName: "file"))
+    var httpTokenFile: String?
+
+    @Option(help: ArgumentHelp("Shell command run after each batch applied from a peer, with the changed paths on stdin and in SYNCD_PATHS (every folder without its own on_apply in the config file).", valueName: "command"))
+    var onApply: String?
+
+    @Option(help: "Seconds an --on-apply command may run before it is stopped (default: \(defaults.hooks.timeout.formatted)).")
+    var onApplyTimeout: Double?
+
     @Flag(help: "Move a damaged index aside (index.db.damaged-TIME) and rebuild it from the folders on disk and from peers; nothing is deleted on peers.")
     var rebuildIndex = false
 
@@ -91,6 +103,10 @@ struct DaemonCommand: AsyncParsableCommand {
         if let logLevel { f[.logLevel] = .string(logLevel) }
         if let logFormat { f[.logFormat] = .string(logFormat) }
         if let controlGroup { f[.controlGroup] = .string(controlGroup) }
+        if let http { f[.http] = .string(http) }
+        if let httpTokenFile { f[.httpTokenFile] = .string(httpTokenFile) }
+        if let onApply { f[.onApply] = .string(onApply) }
+        if let onApplyTimeout { f[.onApplyTimeout] = .double(onApplyTimeout) }
         return f
     }
 

@@ -18,6 +18,8 @@ enum DeclaredOption: String, CaseIterable, Sendable {
     case keepaliveInterval = "keepalive_interval", keepaliveTimeout = "keepalive_timeout"
     case logLevel = "log_level", logFormat = "log_format"
     case controlGroup = "control_group"
+    case http, httpTokenFile = "http_token_file"
+    case onApply = "on_apply", onApplyTimeout = "on_apply_timeout"
 
     /// The long option without its dashes: `trash-days`.
     var longName: String { rawValue.replacingOccurrences(of: "_", with: "-") }
@@ -128,11 +130,11 @@ enum DeclaredConfiguration {
             let key = ConfigKey([option.rawValue])
             let value: DeclaredValue?
             switch option {
-            case .listen, .advertise, .gossipKey, .gossipKeyFile, .logLevel, .logFormat, .controlGroup:
+            case .listen, .advertise, .gossipKey, .gossipKeyFile, .logLevel, .logFormat, .controlGroup, .http, .httpTokenFile, .onApply:
                 value = reader.string(forKey: key, isSecret: option.isSecret).map(DeclaredValue.string)
             case .join: value = reader.stringArray(forKey: key).map(DeclaredValue.strings)
             case .beaconPort, .maxConflicts: value = reader.int(forKey: key).map(DeclaredValue.int)
-            case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout:
+            case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout, .onApplyTimeout:
                 value = reader.double(forKey: key).map(DeclaredValue.double)
             case .noLanBeacon: value = reader.bool(forKey: key).map(DeclaredValue.bool)
             }
@@ -165,6 +167,17 @@ enum DeclaredConfiguration {
         if let v = value(.keepaliveInterval)?.double { c.keepalive.interval = .seconds(v) }
         if let v = value(.keepaliveTimeout)?.double { c.keepalive.timeout = .seconds(v) }
         if let v = value(.controlGroup)?.string { c.control.group = v }
+        if let v = value(.http)?.string { c.http.listen = v }
+        if let v = value(.onApply)?.string, !v.trimmingCharacters(in: .whitespaces).isEmpty { c.hooks.onApply = v }
+        if let v = value(.onApplyTimeout)?.double { c.hooks.timeout = v }
+        // The HTTP token only ever comes from a file (never the command line), found like the gossip key's.
+        if let (file, source) = declared[.httpTokenFile].flatMap({ v in v.0.string.map { ($0, v.1) } }) {
+            var base = FileManager.default.currentDirectoryPath
+            if case .file(let configFile) = source { base = (configFile as NSString).deletingLastPathComponent }
+            let (text, warning) = try readSecretFile(absolute(file, relativeTo: base), naming: source.name(.httpTokenFile))
+            c.http.token = text
+            if let warning { warnings.append(warning) }
+        }
 
         // Two options, one setting: the highest-ranked source that declares either decides.
         if let (option, source) = try decisive(.gossipKey, .gossipKeyFile, in: declared) {
@@ -244,7 +257,7 @@ enum DeclaredConfiguration {
         switch option {
         case .join: "expected a list of HOST:PORT"
         case .beaconPort, .maxConflicts: "expected a whole number"
-        case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout: "expected a number"
+        case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout, .onApplyTimeout: "expected a number"
         case .noLanBeacon: "expected true or false"
         default: "expected a text value"
         }
@@ -400,8 +413,8 @@ struct ConfigFile {
             guard let mapping = item.mapping else { throw fail("\(at): expected path and secret or secret_file") }
             var values: [String: String] = [:]
             for (keyNode, value) in mapping {
-                guard let key = keyNode.string, ["path", "secret", "secret_file", "owner", "group", "file_mode", "dir_mode"].contains(key) else {
-                    throw fail("\(at).\(keyNode.string ?? "?"): unknown key; a folder has path, secret or secret_file, and optionally owner, group, file_mode, dir_mode")
+                guard let key = keyNode.string, ["path", "secret", "secret_file", "owner", "group", "file_mode", "dir_mode", "on_apply"].contains(key) else {
+                    throw fail("\(at).\(keyNode.string ?? "?"): unknown key; a folder has path, secret or secret_file, and optionally owner, group, file_mode, dir_mode, on_apply")
                 }
                 guard value.scalar != nil, let text = value.string, value.null == nil else { throw fail("\(at).\(key): expected a single value") }
                 values[key] = text
@@ -436,7 +449,8 @@ struct ConfigFile {
                 }
                 if key == "file_mode" { placement.fileMode = mode } else { placement.directoryMode = mode }
             }
-            folders.append(.init(path: path, secret: secretText.trimmingCharacters(in: .whitespacesAndNewlines), placement: placement))
+            folders.append(.init(path: path, secret: secretText.trimmingCharacters(in: .whitespacesAndNewlines), placement: placement,
+                                 onApply: values["on_apply"].flatMap { $0.trimmingCharacters(in: .whitespaces).isEmpty ? nil : $0 }))
         }
         return (folders, warnings)
     }

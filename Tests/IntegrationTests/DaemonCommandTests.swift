@@ -30,6 +30,8 @@ final class DaemonCommandTests: XCTestCase {
         let defaults = DaemonConfiguration(home: Home(path: scratch + "/home"))
         let keyFile = scratch + "/cluster.key"
         try Data((String(repeating: "cd", count: 32) + "\n").utf8).write(to: URL(fileURLWithPath: keyFile))
+        let tokenFile = scratch + "/http.token"
+        try Data("0123456789abcdef0123\n".utf8).write(to: URL(fileURLWithPath: tokenFile))
         let cases: [(option: String, arguments: [String], change: (inout DaemonConfiguration) -> Void)] = [
             ("home", ["/srv/syncd-test"], { $0.home = Home(path: "/srv/syncd-test") }),
             ("listen", ["127.0.0.1:9000"], { $0.network.listen = "127.0.0.1:9000" }),
@@ -45,6 +47,10 @@ final class DaemonCommandTests: XCTestCase {
             ("keepalive-interval", ["1"], { $0.keepalive.interval = .seconds(1) }),
             ("keepalive-timeout", ["9"], { $0.keepalive.timeout = .seconds(9) }),
             ("control-group", ["0"], { $0.control.group = "0" }),
+            ("http", ["127.0.0.1:9090"], { $0.http.listen = "127.0.0.1:9090" }),
+            ("http-token-file", [tokenFile], { $0.http.token = "0123456789abcdef0123" }),
+            ("on-apply", ["echo applied"], { $0.hooks.onApply = "echo applied" }),
+            ("on-apply-timeout", ["5"], { $0.hooks.timeout = 5 }),
         ]
         for c in cases {
             var expected = defaults
@@ -111,5 +117,24 @@ final class DaemonCommandTests: XCTestCase {
         XCTAssertThrowsError(try parse(["--gossip-key-file", keyFile, "--gossip-key", String(repeating: "cd", count: 32)])) { error in
             XCTAssertTrue(Syncd.message(for: error).contains("--gossip-key and --gossip-key-file are both set"), Syncd.message(for: error))
         }
+    }
+
+    /// A non-loopback HTTP address needs a token, and the token only comes from a file.
+    func test_http_offLoopback_needsATokenFile_ofSixteenCharactersOrMore() throws {
+        XCTAssertNil(try parse([]).http.listen, "off unless configured")
+        XCTAssertEqual(try parse(["--http", "127.0.0.1:0"]).http.listen, "127.0.0.1:0", "loopback may go without a token")
+        XCTAssertEqual(try parse(["--http", "[::1]:9090"]).http.token, nil)
+        XCTAssertThrowsError(try parse(["--http", "0.0.0.0:9090"])) { error in
+            XCTAssertTrue(Syncd.message(for: error).contains("--http 0.0.0.0:9090 is not a loopback address: give a token with --http-token-file"),
+                          Syncd.message(for: error))
+        }
+        let tokenFile = scratch + "/token"
+        try Data("short\n".utf8).write(to: URL(fileURLWithPath: tokenFile))
+        XCTAssertThrowsError(try parse(["--http", "0.0.0.0:9090", "--http-token-file", tokenFile])) { error in
+            XCTAssertTrue(Syncd.message(for: error).contains("--http-token-file holds a token shorter than 16 characters"), Syncd.message(for: error))
+        }
+        try Data("0123456789abcdef0123\n".utf8).write(to: URL(fileURLWithPath: tokenFile))
+        XCTAssertEqual(try parse(["--http", "0.0.0.0:9090", "--http-token-file", tokenFile]).http.token, "0123456789abcdef0123")
+        XCTAssertThrowsError(try Syncd.parseAsRoot(["daemon", "--http-token", "0123456789abcdef0123"]), "no option puts the token on argv")
     }
 }

@@ -53,11 +53,16 @@ final class DeclaredConfigurationTests: XCTestCase {
             (.keepaliveInterval, "1", "1", { $0.keepalive.interval = .seconds(1) }),
             (.keepaliveTimeout, "9", "9", { $0.keepalive.timeout = .seconds(9) }),
             (.controlGroup, "0", "0", { $0.control.group = "0" }),
+            (.http, "127.0.0.1:9090", "127.0.0.1:9090", { $0.http.listen = "127.0.0.1:9090" }),
+            (.httpTokenFile, scratch + "/http.token", scratch + "/http.token", { $0.http.token = "0123456789abcdef0123" }),
+            (.onApply, "'echo applied'", "echo applied", { $0.hooks.onApply = "echo applied" }),
+            (.onApplyTimeout, "5", "5", { $0.hooks.timeout = 5 }),
         ]
     }
 
     func test_everyOption_canBeSetInTheFile_andInTheEnvironment() throws {
         try write(String(repeating: "cd", count: 32) + "\n", to: scratch + "/cluster.key")
+        try write("0123456789abcdef0123\n", to: scratch + "/http.token")
         let cases = everyOption
         // Every option but the log level (not part of DaemonConfiguration; tested below) has a case.
         XCTAssertEqual(Set(cases.map(\.option)), Set(DeclaredOption.allCases).subtracting([.logLevel, .logFormat]))
@@ -166,9 +171,11 @@ final class DeclaredConfigurationTests: XCTestCase {
                 secret: \(rw)
               - path: /srv/docs
                 secret_file: secrets/docs.secret
+                on_apply: /usr/local/bin/reload-docs
             """, to: file)
         let resolved = try resolve(["--config", file])
-        XCTAssertEqual(resolved.configuration.folders, [.init(path: "/srv/data", secret: rw), .init(path: "/srv/docs", secret: ro)])
+        XCTAssertEqual(resolved.configuration.folders, [.init(path: "/srv/data", secret: rw),
+                                                        .init(path: "/srv/docs", secret: ro, onApply: "/usr/local/bin/reload-docs")])
         XCTAssertTrue(resolved.warnings.isEmpty, "\(resolved.warnings)")
         chmod(file, 0o644)
         chmod(scratch + "/secrets/docs.secret", 0o644)
@@ -195,6 +202,11 @@ final class DeclaredConfigurationTests: XCTestCase {
             ("gossip_key: short", "config file \(file): gossip_key must be 32 bytes"),
             ("gossip_key: \(String(repeating: "ab", count: 32))\ngossip_key_file: k", "config file \(file): gossip_key and config file \(file): gossip_key_file are both set"),
             ("gossip_key_file: nokey", "config file \(file): gossip_key_file: cannot read \(scratch)/nokey: no such file"),
+            ("http: 0.0.0.0:9090", "config file \(file): http 0.0.0.0:9090 is not a loopback address: give a token with --http-token-file"),
+            ("http: nowhere", "config file \(file): http nowhere is not HOST:PORT"),
+            ("http_token_file: notoken", "config file \(file): http_token_file: cannot read \(scratch)/notoken: no such file"),
+            ("on_apply_timeout: soon", "config file \(file): on_apply_timeout: expected a number"),
+            ("on_apply_timeout: 0", "config file \(file): on_apply_timeout must be positive"),
             ("trash-days: 3", "config file \(file): unknown key trash-days (did you mean trash_days?)"),
             ("home: /srv", "config file \(file): unknown key home"),
             ("- listen", "config file \(file): expected keys and values"),
@@ -238,10 +250,14 @@ final class DeclaredConfigurationTests: XCTestCase {
         try write(photos, to: scratch + "/secrets/photos.secret")
         try write(wiki, to: scratch + "/secrets/wiki.secret")
         try write(String(repeating: "ab", count: 32), to: scratch + "/cluster.key")
+        try write("0123456789abcdef0123\n", to: scratch + "/http.token")
         // The guide's files are under /etc/syncd/; this copy's sit next to it, in the scratch directory.
         try write(yaml.replacingOccurrences(of: "/etc/syncd/", with: scratch + "/"), to: file)
         let c = try resolve(["--config", file]).configuration
-        XCTAssertEqual(c.folders, [.init(path: "/srv/photos", secret: photos), .init(path: "/srv/wiki", secret: wiki)])
+        XCTAssertEqual(c.folders, [.init(path: "/srv/photos", secret: photos),
+                                   .init(path: "/srv/wiki", secret: wiki, onApply: "/usr/local/bin/wiki-reload")])
+        XCTAssertEqual(c.http.listen, "0.0.0.0:7780")
+        XCTAssertEqual(c.http.token, "0123456789abcdef0123")
         XCTAssertEqual(c.network.join, ["10.0.1.5:7700", "10.0.2.5:7700"])
         XCTAssertEqual(c.network.gossipKey, String(repeating: "ab", count: 32))
         XCTAssertEqual(c.replication.trashDays, 14)
