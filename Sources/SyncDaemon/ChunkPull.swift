@@ -48,6 +48,8 @@ final class ChunkPull: @unchecked Sendable {
         var locate: ([ChunkID]) -> [ChunkID: Location]
         /// Peers that can serve now (connected, with access, not stalled).
         var peers: () -> [ShortDeviceID]
+        /// Peers that gossip says hold the folder, connected or not yet.
+        var announced: () -> Set<ShortDeviceID> = { [] }
         /// Sends a request for `chunk` to `peer`; `answer` is called exactly once, on any thread.
         var request: (_ peer: ShortDeviceID, _ chunk: ChunkRef, _ answer: @escaping @Sendable (Answer) -> Void) -> Void
         /// How long a request to `peer` may go unanswered (seconds).
@@ -85,6 +87,12 @@ final class ChunkPull: @unchecked Sendable {
                                                          requestTimeout: .seconds(3600), maxAttempts: 5)
     /// How often the waiting thread looks for timed-out requests and new or gone peers (seconds).
     static let tickInterval = 0.1
+    /// A pull of more than `spreadBytes` (8 MiB) waits up to `spreadWait` (1 s) for the sessions
+    /// to every peer gossip says holds the folder, so a newcomer's first big pull spreads over all
+    /// of them rather than going to the first session up (which could serve it all before the
+    /// others connect).
+    static let spreadBytes: Int64 = 8 << 20
+    static let spreadWait = 1.0
     /// Write-behind: each file's written bytes start going to disk every 8 MiB, so a batch's final
     /// flush finds little left and the disk works while the network does.
     static let writeBackEvery: Int64 = 8 << 20
@@ -141,6 +149,13 @@ final class ChunkPull: @unchecked Sendable {
         for job in jobs { for c in job.chunks where env.zeros.isZero(c, env.ids) { here.insert(c.id) } }
         planner = PullPlanner(configuration: Self.configuration, localChunks: here, seed: seed)
         let files = jobs.map { PullPlanner.FileToFetch(path: Self.name($0.key), chunks: $0.chunks) }
+        let bytes = jobs.reduce(Int64(0)) { total, job in total + job.chunks.reduce(0) { $0 + Int64($1.size) } }
+        if bytes > Self.spreadBytes {
+            let announced = env.announced(), deadline = DispatchTime.now() + Self.spreadWait
+            while !announced.isSubset(of: Set(env.peers())) && DispatchTime.now() < deadline {
+                _ = condition.wait(timeout: 0.05) { false }   // sessions come up on other threads; look again
+            }
+        }
         let first: [PullPlanner.Directive] = condition.withLock {
             for job in jobs { targets[Self.name(job.key)] = Target(job: job) }
             return syncPeers() + planner.add(files, now: .now)

@@ -386,12 +386,19 @@ public final class Daemon: @unchecked Sendable {
     }
 
     private func startService(_ record: FolderRecord, _ secret: FolderSecret) {
-        let me = identity.deviceID.short
+        let me = identity.deviceID.short, folderID = secret.keys.folderID
         let placement = lock.withLock { declared }.first { Self.samePath($0.path, record.path) }?.placement ?? .init()
         let runtime = FolderRuntime(
             record: record, secret: secret, store: store, device: me, configuration: configuration,
             placement: Self.policy(placement), logger: logger,
-            events: events, rtt: { [sessionTable] in sessionTable.rtt(of: $0) })
+            events: events, rtt: { [sessionTable] in sessionTable.rtt(of: $0) },
+            announcedPeers: { [weak self] in
+                let members = self?.lock.withLock { self?.gossip }?.members ?? []
+                return Set(members.filter { m in
+                    m.status == .alive && m.name != me
+                        && (MemberMeta(decoding: m.meta)?.folders.contains { $0.folderID == folderID } ?? false)
+                }.map(\.name))
+            })
         lock.withLock { folders[record.path] = runtime }
         runtime.start()
     }

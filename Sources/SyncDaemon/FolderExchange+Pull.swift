@@ -43,6 +43,7 @@ extension FolderExchange {
                 ((try? store.locateChunks(wanted, folder: record.id)) ?? [:]).mapValues { ($0.path, $0.offset) }
             },
             peers: { [self] in sources() },
+            announced: { [self] in announcedPeers?() ?? [] },
             request: { [self] peer, chunk, answer in
                 guard let link = lock.withLock({ links[peer] }) else { return answer(.lost) }
                 let p = PendingRequest()

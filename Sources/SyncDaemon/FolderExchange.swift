@@ -49,6 +49,9 @@ final class FolderExchange: @unchecked Sendable {
 
     /// The session's smoothed round-trip time to a peer (from its keepalive), nil before the first pong.
     var rtt: (@Sendable (ShortDeviceID) -> Duration?)?
+    /// Live members that gossip says hold this folder (set by the runtime): a big pull waits a
+    /// moment for their sessions (`ChunkPull.Environment.announced`).
+    var announcedPeers: (@Sendable () -> Set<ShortDeviceID>)?
 
     let folderID: [UInt8]
     let access: AccessKind

@@ -23,7 +23,8 @@ final class FolderRuntime: Sendable {
     /// happens (nil: nowhere).
     init(record: FolderRecord, secret: FolderSecret, store: IndexStore, device: ShortDeviceID,
          configuration: DaemonConfiguration, placement: PlacementPolicy = .none, logger: Logger, events: DaemonEvents? = nil,
-         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?) {
+         rtt: @escaping @Sendable (ShortDeviceID) -> Duration?,
+         announcedPeers: @escaping @Sendable () -> Set<ShortDeviceID> = { [] }) {
         let service = FolderService(record: record, secret: secret, store: store, device: device,
                                     configuration: configuration, logger: logger)
         self.service = service
@@ -46,6 +47,7 @@ final class FolderRuntime: Sendable {
         exchange.events = told
         exchange.applier.events = told
         exchange.rtt = rtt
+        exchange.announcedPeers = announcedPeers
         // What an apply needs of the scanner side.
         exchange.applier.scanner = FolderApplier.Scanner(
             isPaused: { [weak service] in service?.isPaused ?? true },

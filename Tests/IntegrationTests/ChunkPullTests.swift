@@ -235,4 +235,23 @@ final class ChunkPullTests: XCTestCase {
         }
         XCTAssertNil(freed)
     }
+
+    /// A big pull waits a moment for every peer gossip announces, so a newcomer's first sync spreads
+    /// over all of them instead of going wholly to the first session up.
+    func test_aBigPull_waitsForTheAnnouncedPeers_andSpreadsOverThem() {
+        let fs = FakeFileSystem()
+        fs.mkdir("tmp")
+        let data = random(12 << 20, seed: 30)
+        let peers = Peers([1: .serve])
+        serve(peers, [data])
+        var env = environment(fs, peers)
+        env.announced = { [1, 2] }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 0.3) {
+            peers.lock.lock(); peers.behaviour[2] = .serve; peers.lock.unlock()
+        }
+        let outcome = ChunkPull(env, announcer: 1, syncEach: false).run([job(0, data, fs: fs)])
+        XCTAssertEqual(outcome.done, [0])
+        XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, data)
+        XCTAssertGreaterThan(peers.asked[2] ?? 0, chunks(of: data).count / 4, "the second peer served its share: \(peers.asked)")
+    }
 }
