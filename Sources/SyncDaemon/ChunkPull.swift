@@ -29,7 +29,7 @@ final class ChunkPull: @unchecked Sendable {
 
     /// A peer's answer to one request.
     enum Answer {
-        /// The chunk's plaintext (a storage peer's sealed chunk already opened).
+        /// The bytes the peer sent (opened by `Environment.open`).
         case bytes([UInt8])
         /// The peer answered it does not have the chunk.
         case refused
@@ -50,8 +50,12 @@ final class ChunkPull: @unchecked Sendable {
         var peers: () -> [ShortDeviceID]
         /// Peers that gossip says hold the folder, connected or not yet.
         var announced: () -> Set<ShortDeviceID> = { [] }
-        /// Sends a request for `chunk` to `peer`; `answer` is called exactly once, on any thread.
+        /// Sends a request for `chunk` to `peer`; `answer` is called exactly once, on any thread,
+        /// with the bytes as they came.
         var request: (_ peer: ShortDeviceID, _ chunk: ChunkRef, _ answer: @escaping @Sendable (Answer) -> Void) -> Void
+        /// The chunk's plaintext from what `peer` sent (a storage peer's sealed chunk opened and
+        /// checked; others' bytes as they are), nil if it does not open. Called off the network thread.
+        var open: (_ peer: ShortDeviceID, _ bytes: [UInt8]) -> [UInt8]? = { _, bytes in bytes }
         /// How long a request to `peer` may go unanswered (seconds).
         var timeout: (ShortDeviceID) -> TimeInterval
         /// `peer` let a request time out while others can serve: fail its requests, leave it out a while.
@@ -105,6 +109,16 @@ final class ChunkPull: @unchecked Sendable {
         var memory: [UInt8]
         var unflushed: Int64 = 0
         var failed = false
+
+        /// No more writes; its file is closed now (so a big failed batch holds no descriptors).
+        func fail() {
+            lock.withLock {
+                failed = true
+                writer?.close()
+                writer = nil
+            }
+        }
+
         init(job: Job) {
             self.job = job
             memory = job.destination == .memory ? [UInt8](repeating: 0, count: job.chunks.reduce(0) { $0 + Int($1.size) }) : []
@@ -126,6 +140,9 @@ final class ChunkPull: @unchecked Sendable {
     private var written: [ChunkID: Location] = [:]
     private var locations: [ChunkID: Location] = [:]
     private var refusedByAnnouncer: Set<ChunkID> = []
+    /// When each peer last answered anything: a request is late only when its peer has answered
+    /// nothing for a timeout since it was sent (a full window queues behind itself).
+    private var lastAnswer: [ShortDeviceID: DispatchTime] = [:]
     private var tasks = 0
     private var outcome = Outcome()
     private var aborted: Error?
@@ -160,7 +177,8 @@ final class ChunkPull: @unchecked Sendable {
             for job in jobs { targets[Self.name(job.key)] = Target(job: job) }
             return syncPeers() + planner.add(files, now: .now)
         }
-        perform(first)
+        // Requests first, so the network works while local chunks are copied.
+        perform(first.filter { if case .request = $0 { true } else { false } } + first.filter { if case .request = $0 { false } else { true } })
         while true {
             let finished = condition.wait(timeout: Self.tickInterval) { planner.isFinished && tasks == 0 }
             if finished { break }
@@ -194,7 +212,7 @@ final class ChunkPull: @unchecked Sendable {
         for (name, target) in targets where !outcome.done.contains(target.job.key) && outcome.failures[target.job.key] == nil {
             planner.cancel(name)
             outcome.failures[target.job.key] = error
-            target.lock.withLock { target.failed = true }
+            target.fail()
         }
     }
 
@@ -204,7 +222,10 @@ final class ChunkPull: @unchecked Sendable {
     private func tick() -> [PullPlanner.Directive] {
         let (timedOut, late): ([PullPlanner.RequestID], Set<ShortDeviceID>) = condition.withLock {
             let now = DispatchTime.now()
-            let over = sent.filter { Double(now.uptimeNanoseconds - $0.value.at.uptimeNanoseconds) / 1e9 > env.timeout($0.value.peer) }
+            let over = sent.filter { _, request in
+                let since = max(request.at.uptimeNanoseconds, lastAnswer[request.peer]?.uptimeNanoseconds ?? 0)
+                return Double(now.uptimeNanoseconds - since) / 1e9 > env.timeout(request.peer)
+            }
             return (over.keys.sorted(), peers.count > 1 ? Set(over.values.map(\.peer)) : [])
         }
         for peer in late.sorted() { env.stall(peer) }
@@ -234,14 +255,16 @@ final class ChunkPull: @unchecked Sendable {
                 }
                 env.request(peer, chunk, task)
             case let .copyLocal(chunk, name, offset):
-                let ok = copy(chunk, into: name, at: offset)
-                work += condition.withLock { planner.copied(chunk, toPath: name, offset: offset, ok: ok, now: .now) }
+                let result = copy(chunk, into: name, at: offset)
+                work += condition.withLock {
+                    planner.copied(chunk, toPath: name, offset: offset, ok: result == .copied, localMiss: result == .notHere, now: .now)
+                }
             case .fileComplete(let name):
                 work += finish(name)
             case let .fileFailed(name, reason):
                 condition.withLock {
                     guard let target = targets[name] else { return }
-                    target.lock.withLock { target.failed = true }
+                    target.fail()
                     var gone = false
                     if case .chunkUnavailable(let id, _) = reason { gone = refusedByAnnouncer.contains(id) }
                     let description: String = switch reason {
@@ -261,18 +284,23 @@ final class ChunkPull: @unchecked Sendable {
             if condition.withLock({ tasks -= 1; return tasks == 0 && planner.isFinished }) { condition.broadcast() }
         }
         var bytes: [UInt8]?
-        if case .bytes(let data) = answer, data.count == Int(chunk.size), env.ids.chunkID(data) == chunk.id { bytes = data }
+        if case .bytes(let raw) = answer, let data = env.open(peer, raw), data.count == Int(chunk.size),
+           env.ids.chunkID(data) == chunk.id { bytes = data }
         let directives: [PullPlanner.Directive] = condition.withLock {
+            if case .lost = answer {} else { lastAnswer[peer] = .now() }
             guard sent.removeValue(forKey: id) != nil else { return [] }   // timed out already, or cancelled
             switch answer {
-            case .lost where !env.peers().contains(peer):
+            case .lost:
+                // Its session ended or it was left out: its requests go to the others, uncounted
+                // (a peer that is still or again connected comes back at the next tick).
                 peers.remove(peer)
                 return planner.peerDisconnected(peer, now: .now)
-            case .refused where peer == announcer:
-                refusedByAnnouncer.insert(chunk.id)
-            default: break
+            case .refused:
+                if peer == announcer { refusedByAnnouncer.insert(chunk.id) }
+                return planner.notHeld(id, now: .now)
+            case .bad, .bytes:
+                return planner.received(id, ok: bytes != nil, now: .now)
             }
-            return planner.received(id, ok: bytes != nil, now: .now)
         }
         guard let data = bytes else { return perform(directives) }
         let isZero = env.zeros.noteIfZero(data, chunk)
@@ -291,13 +319,16 @@ final class ChunkPull: @unchecked Sendable {
         targets[name]?.job.temp.map { ($0, offset) }
     }
 
+    enum CopyResult { case copied, notHere, notWritten }
+
     /// `.copyLocal`: a chunk whose bytes are here — a hole, a local file, or a file of this pull.
-    private func copy(_ chunk: ChunkRef, into name: String, at offset: Int64) -> Bool {
-        if env.zeros.isZero(chunk, env.ids) { return true }
+    /// `notHere` when the local file no longer has it (changed since it was indexed: it is fetched).
+    private func copy(_ chunk: ChunkRef, into name: String, at offset: Int64) -> CopyResult {
+        if env.zeros.isZero(chunk, env.ids) { return .copied }
         let from = condition.withLock { written[chunk.id] ?? locations[chunk.id] }
         guard let at = from, let data = env.folder.read(at.path, offset: at.offset, count: Int(chunk.size)),
-              env.ids.chunkID(data) == chunk.id else { return false }
-        return write(data, into: name, at: offset)
+              env.ids.chunkID(data) == chunk.id else { return .notHere }
+        return write(data, into: name, at: offset) ? .copied : .notWritten
     }
 
     /// Writes verified chunk bytes into a target; false if that failed (a full disk fails the pull).
@@ -361,7 +392,7 @@ final class ChunkPull: @unchecked Sendable {
         } catch {
             condition.withLock {
                 if outcome.failures[target.job.key] == nil { outcome.failures[target.job.key] = error }
-                target.lock.withLock { target.failed = true }
+                target.fail()
             }
         }
         return []

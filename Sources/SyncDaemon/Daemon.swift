@@ -234,6 +234,7 @@ public final class Daemon: @unchecked Sendable {
     public func run() async throws {
         logger.info("syncd \(SyncdVersion.string) device \(identity.deviceID) home \(configuration.home.path)")
         logger.info("AES-256-GCM through \(BulkAEAD.preferred.rawValue), the faster on this CPU (SYNCD_AEAD overrides)")
+        Self.raiseOpenFileLimit()
         if !configuration.network.join.isEmpty {
             logger.info("seeds: \(configuration.network.join.joined(separator: ", "))")
         }
@@ -383,6 +384,16 @@ public final class Daemon: @unchecked Sendable {
     private func stopControl() {
         logger.info("shutting down")
         lock.withLock { () -> ControlServer? in defer { control = nil; stopping = true }; return control }?.stop()
+    }
+
+    /// A batch stages up to 1,000 files at once, each open until its chunks are in: the soft
+    /// limit of open files (often 1,024) is raised to the hard one (as Syncthing and Go do).
+    static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(resource, &limit)
     }
 
     private func startService(_ record: FolderRecord, _ secret: FolderSecret) {

@@ -126,7 +126,7 @@ final class FolderApplier: @unchecked Sendable {
             if unstaged.values.contains(where: { "\($0)" == "disk full" }) { throw PullError(description: "disk full") }
             for (i, error) in unstaged {
                 let path = steps[i].path
-                if let e = error as? PullError, e.gone, peer == origin {
+                if let e = error as? PullError, e.gone, peer == origin, id != 0 {   // 0: restore (nothing newer comes)
                     // Superseded at the source: its newer version comes in a later manifest.
                     logger.info("\(RelativePath.display(path)) changed again on \(device.name) before its chunks came; waiting for the newer version")
                 } else {

@@ -47,12 +47,15 @@ extension FolderExchange {
             request: { [self] peer, chunk, answer in
                 guard let link = lock.withLock({ links[peer] }) else { return answer(.lost) }
                 let p = PendingRequest()
-                p.onDone = { [self] in
+                p.onDone = {
                     guard let data = p.bytes else { return answer(p.refusedByPeer ? .refused : .lost) }
-                    guard let plain = opened(data, from: link, ids: ids) else { return answer(.bad) }
-                    answer(.bytes(plain))
+                    answer(.bytes(data))
                 }
                 send(p, for: chunk, to: link)
+            },
+            open: { [self] peer, data in
+                guard let link = lock.withLock({ links[peer] }) else { return nil }
+                return opened(data, from: link, ids: ids)
             },
             timeout: { [self] peer in requestTimeout(for: peer) },
             stall: { [self] peer in stall(peer) })
@@ -98,9 +101,13 @@ extension FolderExchange {
         link.send(.request(id: id, chunk: chunk.id, size: chunk.size))
     }
 
-    func complete(_ id: UInt32, _ bytes: [UInt8]?, refusedByPeer: Bool = false) {
+    /// The answer of `peer` to request `id`; an answer to a request made of another peer is
+    /// dropped (request ids are sequential: a hostile peer could otherwise refuse chunks for the
+    /// peer that has them, and make a change look superseded).
+    func complete(_ id: UInt32, _ bytes: [UInt8]?, refusedByPeer: Bool = false, from peer: ShortDeviceID) {
         guard let p = lock.withLock({ () -> PendingRequest? in
             counters.bytesIn += Int64(bytes?.count ?? 0)
+            guard pending[id]?.peer == peer else { return nil }
             let p = pending.removeValue(forKey: id)
             if let p { stalled[p.peer] = nil }   // it answers again
             return p

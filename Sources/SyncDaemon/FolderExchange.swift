@@ -259,10 +259,10 @@ final class FolderExchange: @unchecked Sendable {
         case let .request(id, chunk, size):
             return .reply([serve(id: id, chunk: chunk, size: size)])
         case let .data(id, bytes):
-            complete(id, bytes)
+            complete(id, bytes, from: link.device.short)
             return .reply([])
         case .requestFailed(let id, _):
-            complete(id, nil, refusedByPeer: true)
+            complete(id, nil, refusedByPeer: true, from: link.device.short)
             return .reply([])
         }
     }

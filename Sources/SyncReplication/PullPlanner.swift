@@ -110,6 +110,8 @@ public struct PullPlanner: Sendable {
         var status: Status = .queued
         /// Peers that failed this chunk; skipped while another peer can serve it.
         var excluded: Set<ShortDeviceID> = []
+        /// Peers that answered they do not have it: never asked for it again in this pull.
+        var notHeldBy: Set<ShortDeviceID> = []
         var attempts = 0
 
         var isInFlight: Bool { if case .inFlight = status { true } else { false } }
@@ -219,7 +221,10 @@ public struct PullPlanner: Sendable {
     public mutating func peerConnected(_ peer: ShortDeviceID, inventory: Inventory, now: Instant) -> [Directive] {
         if peers[peer] == nil {
             peers[peer] = Peer(inventory: inventory)
-            for id in chunks.keys where chunks[id]!.excluded.contains(peer) { chunks[id]!.excluded.remove(peer) }
+            for id in chunks.keys where chunks[id]!.excluded.contains(peer) || chunks[id]!.notHeldBy.contains(peer) {
+                chunks[id]!.excluded.remove(peer)
+                chunks[id]!.notHeldBy.remove(peer)   // it may hold it now
+            }
         } else {
             peers[peer]!.inventory = inventory
         }
@@ -266,16 +271,17 @@ public struct PullPlanner: Sendable {
     }
 
     /// The answer to `copyLocal`. A failed copy means the bytes are not here after all (the local
-    /// file changed since it was indexed): the chunk is fetched instead.
+    /// file changed since it was indexed: `localMiss`, not counted) or could not be written
+    /// (counted: `maxAttempts` write failures fail the file): the chunk is fetched instead.
     public mutating func copied(_ chunk: ChunkRef, toPath path: String, offset: Int64, ok: Bool,
-                                now: Instant) -> [Directive] {
+                                localMiss: Bool = false, now: Instant) -> [Directive] {
         guard var file = files[path], file.copying.remove(offset) != nil else { return [] }
         if ok {
             file.remaining -= 1
             files[path] = file.remaining == 0 ? nil : file
             return file.remaining == 0 ? [.fileComplete(path: path)] : []
         }
-        file.copyFailures += 1
+        if !localMiss { file.copyFailures += 1 }
         files[path] = file
         if file.copyFailures >= configuration.maxAttempts {
             cancel(path)
@@ -283,6 +289,30 @@ public struct PullPlanner: Sendable {
         }
         available.remove(chunk.id)
         return need(chunk, at: Placement(path: path, offset: offset)) + schedule(now: now)
+    }
+
+    /// The peer answered that it does not have the chunk: it is not asked for that chunk again in
+    /// this pull, and the answer is no failed attempt while another connected peer may have it
+    /// (a peer that is behind refuses at once; counting that would fail chunks the announcing peer
+    /// serves). When every connected holder has refused, the chunk's files fail.
+    public mutating func notHeld(_ requestID: RequestID, now: Instant) -> [Directive] {
+        guard let request = requests.removeValue(forKey: requestID) else { return [] }
+        release(request)
+        var out: [Directive] = []
+        if chunks[request.chunk] != nil {
+            chunks[request.chunk]!.notHeldBy.insert(request.peer)
+            let chunk = chunks[request.chunk]!
+            if peers.keys.contains(where: { peers[$0]!.inventory.contains(chunk.ref.id) && !chunk.notHeldBy.contains($0) }) {
+                requeue(request.chunk)
+            } else {
+                chunks[request.chunk]!.attempts += 1
+                for path in Set(chunk.waiting.map(\.path)).sorted() {
+                    cancel(path)
+                    out.append(.fileFailed(path: path, reason: .chunkUnavailable(chunk.ref.id, attempts: chunk.attempts + 1)))
+                }
+            }
+        }
+        return out + schedule(now: now)
     }
 
     /// Gives up requests older than `requestTimeout` and retries them elsewhere.
@@ -395,7 +425,7 @@ public struct PullPlanner: Sendable {
         guard var chunk = chunks[id], chunk.status == .queued else { return .gone }
         let size = Int(chunk.ref.size)
         if outstandingBytes > 0 && outstandingBytes + size > configuration.maxOutstandingBytes { return .stop }
-        let holders = peers.keys.filter { peers[$0]!.inventory.contains(id) }
+        let holders = peers.keys.filter { peers[$0]!.inventory.contains(id) && !chunk.notHeldBy.contains($0) }
         if holders.isEmpty {
             chunks[id]!.status = .parked
             parked.append(id)

@@ -254,4 +254,17 @@ final class ChunkPullTests: XCTestCase {
         XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, data)
         XCTAssertGreaterThan(peers.asked[2] ?? 0, chunks(of: data).count / 4, "the second peer served its share: \(peers.asked)")
     }
+
+    /// Five peers that do not have the new file yet refuse its chunks at once; the writer serves
+    /// them. The file arrives (refusals of peers that are behind are no failed attempts).
+    func test_peersThatAreBehind_refuse_andTheWriterServesEverything() {
+        let fs = FakeFileSystem()
+        fs.mkdir("tmp")
+        let data = random(3 << 20, seed: 40)
+        let peers = Peers([1: .serve, 2: .refuse, 3: .refuse, 4: .refuse, 5: .refuse, 6: .refuse])
+        serve(peers, [data])
+        let outcome = ChunkPull(environment(fs, peers), announcer: 1, syncEach: false).run([job(0, data, fs: fs)])
+        XCTAssertEqual(outcome.done, [0], "\(outcome.failures)")
+        XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, data)
+    }
 }

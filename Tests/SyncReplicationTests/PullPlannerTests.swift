@@ -237,4 +237,39 @@ final class PullPlannerTests: XCTestCase {
         XCTAssertEqual(firstPeer(seed: 9), firstPeer(seed: 9))
         XCTAssertEqual(Set((0..<16).map { firstPeer(seed: $0)[0] }), [p1, p2], "different seeds pick differently")
     }
+
+    /// Peers that are behind refuse a new chunk at once: that is no failed attempt, and the chunk
+    /// goes on to the peer that has it — five quick refusals must not fail what the writer serves.
+    func test_notHeld_isNoFailedAttempt_whileAnotherPeerMayHaveIt_andFailsTheFileWhenNoneHas() {
+        let peers: [ShortDeviceID] = [1, 2, 3, 4, 5, 6, 7]
+        var planner = planner(attempts: 2)
+        for p in peers { _ = planner.peerConnected(p, inventory: .everything, now: t0) }
+        var out = planner.add([file("f", [chunk(1)])], now: t0)
+        var asked: [ShortDeviceID] = []
+        while let r = out.requests.first {
+            asked.append(r.peer)
+            out = planner.notHeld(r.id, now: t0)
+            if asked.count < peers.count {
+                XCTAssertFalse(out.contains { if case .fileFailed = $0 { true } else { false } }, "failed after \(asked.count) refusals")
+            }
+        }
+        XCTAssertEqual(asked.sorted(), peers, "every peer is asked once, none twice")
+        XCTAssertEqual(out, [.fileFailed(path: "f", reason: .chunkUnavailable(chunk(1).id, attempts: 1))])
+    }
+
+    /// A local chunk that is not there after all (its file changed since it was indexed) is
+    /// fetched instead, and does not count towards failing the file.
+    func test_localMiss_isFetched_andNotCountedAsAWriteFailure() {
+        let ids = (1...6).map { chunk(UInt64($0)) }
+        var planner = planner(attempts: 2, local: Set(ids.map(\.id)))
+        _ = planner.peerConnected(p1, inventory: .everything, now: t0)
+        let out = planner.add([file("f", ids)], now: t0)
+        var requests: [Sent] = []
+        for case let .copyLocal(ref, path, offset) in out {
+            let next = planner.copied(ref, toPath: path, offset: offset, ok: false, localMiss: true, now: t0)
+            XCTAssertFalse(next.contains { if case .fileFailed = $0 { true } else { false } })
+            requests += next.requests
+        }
+        XCTAssertEqual(Set(requests.map(\.chunk)), Set(ids))
+    }
 }
