@@ -4,14 +4,6 @@ import XCTest
 /// `on_apply` (`--on-apply`, and per folder in the config file): run after each batch applied
 /// from a peer, with the changed paths on stdin and in SYNCD_PATHS.
 final class ApplyHookIntegrationTests: XCTestCase {
-    private func poll(_ timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if try condition() { return true }
-            usleep(50_000)
-        } while Date() < deadline
-        return try condition()
-    }
 
     private func contents(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 

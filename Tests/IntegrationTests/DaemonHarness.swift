@@ -246,3 +246,13 @@ final class DaemonHarness {
         return nil
     }
 }
+
+/// Whether `condition` came true within `timeout` seconds (looked at every 20 ms, and once more at the end).
+func poll(_ timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    repeat {
+        if try condition() { return true }
+        usleep(20_000)
+    } while Date() < deadline
+    return try condition()
+}

@@ -34,15 +34,6 @@ final class HTTPIntegrationTests: XCTestCase {
         return Reply(status: status, headers: headers, body: parts.dropFirst().joined(separator: "\r\n\r\n"))
     }
 
-    /// Polls `condition` every 50 ms until it holds or `timeout` passes.
-    func poll(_ timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if try condition() { return true }
-            usleep(50_000)
-        } while Date() < deadline
-        return try condition()
-    }
 
     /// Two daemons sharing `data`; the first serves HTTP (`http` options added to its command line).
     func pair(_ name: String, http: [String] = ["--http", "127.0.0.1:0"], second: [String] = []) throws -> (DaemonHarness, DaemonHarness, String?) {

@@ -21,14 +21,6 @@ final class LifecycleIntegrationTests: XCTestCase, ClusterTesting {
         return Dictionary(peers.map { ($0.device, $0.connected) }, uniquingKeysWith: { $0 || $1 })
     }
 
-    private func poll(_ timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if try condition() { return true }
-            usleep(20_000)
-        } while Date() < deadline
-        return try condition()
-    }
 
     func test_remove_closesTheFoldersSessions_andNothingArrivesAfterwards_andTheDaemonLivesOn() throws {
         let (d, secret) = try cluster(2, name: "remove")

@@ -6,14 +6,6 @@ import XCTest
 /// syncd as a system service (Docs/Operations.md): JSON logs, systemd's notification protocol,
 /// owners and modes of replicated files, and the control socket opened to a group.
 final class ServiceIntegrationTests: XCTestCase, ClusterTesting {
-    private func poll(_ timeout: TimeInterval, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        repeat {
-            if try condition() { return true }
-            usleep(20_000)
-        } while Date() < deadline
-        return try condition()
-    }
 
     private func json(_ line: Substring) -> [String: Any]? {
         (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
