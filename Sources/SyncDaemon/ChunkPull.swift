@@ -56,6 +56,17 @@ final class ChunkPull: @unchecked Sendable {
         /// The chunk's plaintext from what `peer` sent (a storage peer's sealed chunk opened and
         /// checked; others' bytes as they are), nil if it does not open. Called off the network thread.
         var open: (_ peer: ShortDeviceID, _ bytes: [UInt8]) -> [UInt8]? = { _, bytes in bytes }
+        /// Swarm (FolderExchange+Swarm.swift): a verified chunk this pull fetched was written at
+        /// `offset` of staged file `path` — servable from there, and announced.
+        var staged: (_ id: ChunkID, _ path: String, _ offset: Int64) -> Void = { _, _, _ in }
+        /// The pull is over: its chunks are no longer served from its staged files.
+        var unstage: ([ChunkID]) -> Void = { _ in }
+        /// Sends the announcements that wait (each tick).
+        var flushAnnouncements: () -> Void = {}
+        /// Calls the function with each peer's announcement (`have`) until the returned one is called.
+        var listen: (@escaping @Sendable (ShortDeviceID, [ChunkID]) -> Void) -> @Sendable () -> Void = { _ in {} }
+        /// What a peer announced lately (told to the planner when the peer joins the pull).
+        var recent: (ShortDeviceID) -> [ChunkID] = { _ in [] }
         /// How long a request to `peer` may go unanswered (seconds).
         var timeout: (ShortDeviceID) -> TimeInterval
         /// `peer` let a request time out while others can serve: fail its requests, leave it out a while.
@@ -87,8 +98,12 @@ final class ChunkPull: @unchecked Sendable {
 
     /// Planner settings for pulls: 128 requests in flight per peer and 32 MiB over all (bounds the
     /// memory of chunks in flight); timeouts are the shell's (`Environment.timeout`, per peer).
+    /// Swarm: once peers announce chunks, at most 4 requests per peer for chunks it did not
+    /// announce (the writer serves each chunk about once), and chunks go in runs of 16 (about
+    /// 1 MiB), the runs in random order, so receivers start on different parts of the data.
     static let configuration = PullPlanner.Configuration(window: 128, maxOutstandingBytes: 32 << 20,
-                                                         requestTimeout: .seconds(3600), maxAttempts: 5)
+                                                         requestTimeout: .seconds(3600), maxAttempts: 5,
+                                                         speculativeWindow: 4, shuffleRun: 16)
     /// How often the waiting thread looks for timed-out requests and new or gone peers (seconds).
     static let tickInterval = 0.1
     /// A pull of more than `spreadBytes` (8 MiB) waits up to `spreadWait` (1 s) for the sessions
@@ -140,6 +155,8 @@ final class ChunkPull: @unchecked Sendable {
     private var written: [ChunkID: Location] = [:]
     private var locations: [ChunkID: Location] = [:]
     private var refusedByAnnouncer: Set<ChunkID> = []
+    /// Every chunk this pull needs (announcements of others are ignored).
+    private var wanted: Set<ChunkID> = []
     /// When each peer last answered anything: a request is late only when its peer has answered
     /// nothing for a timeout since it was sent (a full window queues behind itself).
     private var lastAnswer: [ShortDeviceID: DispatchTime] = [:]
@@ -160,8 +177,14 @@ final class ChunkPull: @unchecked Sendable {
     /// Gets every job's chunks; returns when each job is complete or failed.
     func run(_ jobs: [Job]) -> Outcome {
         guard !jobs.isEmpty else { return Outcome() }
-        let wanted = Array(Set(jobs.flatMap { $0.chunks.map(\.id) }))
-        locations = env.locate(wanted)
+        let wanted = Set(jobs.flatMap { $0.chunks.map(\.id) })
+        locations = env.locate(Array(wanted))
+        condition.withLock { self.wanted = wanted }
+        let stopListening = env.listen { [self] peer, ids in announced(ids, by: peer) }
+        defer {
+            stopListening()
+            env.unstage(condition.withLock { Array(written.keys) })
+        }
         var here = Set(locations.keys)
         for job in jobs { for c in job.chunks where env.zeros.isZero(c, env.ids) { here.insert(c.id) } }
         planner = PullPlanner(configuration: Self.configuration, localChunks: here, seed: seed)
@@ -199,7 +222,12 @@ final class ChunkPull: @unchecked Sendable {
     private func syncPeers() -> [PullPlanner.Directive] {
         let now = Set(env.peers())
         var out: [PullPlanner.Directive] = []
-        for peer in now.subtracting(peers).sorted() { out += planner.peerConnected(peer, inventory: .everything, now: .now) }
+        for peer in now.subtracting(peers).sorted() {
+            // The batch's announcer has it all; another peer may be up to date or behind (asked
+            // until it refuses, then for what it announces).
+            out += planner.peerConnected(peer, inventory: peer == announcer ? .everything : .likely, now: .now)
+            out += planner.peerAnnounced(peer, chunks: env.recent(peer).filter(wanted.contains), now: .now)
+        }
         for peer in peers.subtracting(now).sorted() { out += planner.peerDisconnected(peer, now: .now) }
         peers = now
         if now.isEmpty && !planner.isFinished { abort(PullError(description: "no connected peer serves this folder")) }
@@ -229,6 +257,7 @@ final class ChunkPull: @unchecked Sendable {
             return (over.keys.sorted(), peers.count > 1 ? Set(over.values.map(\.peer)) : [])
         }
         for peer in late.sorted() { env.stall(peer) }
+        env.flushAnnouncements()
         return condition.withLock {
             var out = syncPeers()
             for id in timedOut {
@@ -309,10 +338,25 @@ final class ChunkPull: @unchecked Sendable {
             // The planner asks for the bytes just received at every offset that waits for them.
             guard case let .copyLocal(c, name, offset) = directive, c.id == chunk.id else { rest.append(directive); continue }
             let ok = isZero || write(data, into: name, at: offset)
-            if ok, !isZero { condition.withLock { written[chunk.id] = written[chunk.id] ?? location(name, offset) } }
+            if ok, !isZero, let at: Location = condition.withLock({
+                guard written[chunk.id] == nil, let at = location(name, offset) else { return nil }
+                written[chunk.id] = at
+                return at
+            }) { env.staged(chunk.id, at.path, at.offset) }
             rest += condition.withLock { planner.copied(c, toPath: name, offset: offset, ok: ok, now: .now) }
         }
         perform(rest)
+    }
+
+    /// A peer's `have` (any thread): the chunks of this pull it now holds go to the planner.
+    private func announced(_ ids: [ChunkID], by peer: ShortDeviceID) {
+        DispatchQueue.global().async { [self] in
+            perform(condition.withLock {
+                guard peers.contains(peer) else { return [] }
+                let needed = ids.filter(wanted.contains)
+                return needed.isEmpty ? [] : planner.peerAnnounced(peer, chunks: needed, now: .now)
+            })
+        }
     }
 
     private func location(_ name: String, _ offset: Int64) -> Location? {

@@ -57,6 +57,13 @@ extension FolderExchange {
                 guard let link = lock.withLock({ links[peer] }) else { return nil }
                 return opened(data, from: link, ids: ids)
             },
+            staged: { [self] id, path, offset in
+                if let due = swarm.staged(id, path: path, offset: offset) { announce(due) }
+            },
+            unstage: { [self] ids in swarm.unstage(ids) },
+            flushAnnouncements: { [self] in announce(swarm.takeUnsent()) },
+            listen: { [self] listener in swarm.listen(listener) },
+            recent: { [self] peer in swarm.recent(peer) },
             timeout: { [self] peer in requestTimeout(for: peer) },
             stall: { [self] peer in stall(peer) })
         return ChunkPull(env, announcer: announcer, syncEach: syncEach)

@@ -99,9 +99,11 @@ extension FolderExchange {
             return .requestFailed(id: id, reason: 1)
         }
         // No HMAC here: the receiver verifies every chunk, and a stale read just fails there.
-        // Not in a file: perhaps a piece of a chunk list.
+        // Not in a file: perhaps received by a pull of ours and staged (swarm), or a piece of a
+        // chunk list.
         guard let data = (try? store.locateChunk(chunk, folder: record.id)).flatMap({ $0 })
                 .flatMap({ folder.read($0.path, offset: $0.offset, count: Int(size)) })
+                ?? stagedChunk(chunk, size: size)
                 ?? (try? store.pieces([chunk], folder: record.id))?[chunk] else {
             return .requestFailed(id: id, reason: 1)
         }

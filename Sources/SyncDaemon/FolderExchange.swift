@@ -20,7 +20,7 @@ import SyncWire
 /// A shell over `SyncReplication.FolderModel`, which makes every session decision: events go in
 /// under `lock`, directives come out and are carried out by `perform`. This file holds the
 /// sessions, the directives and receiving manifests; FolderExchange+Serve.swift what we send and
-/// serve, +Pull.swift chunk requests, +AntiEntropy.swift the digest timer, +Wire.swift the
+/// serve, +Pull.swift chunk requests, +Swarm.swift what receivers of the same data give each other, +AntiEntropy.swift the digest timer, +Wire.swift the
 /// conversions between model values and messages, PeerLink.swift a session's link.
 final class FolderExchange: @unchecked Sendable {
     enum Outcome: Equatable {
@@ -97,6 +97,8 @@ final class FolderExchange: @unchecked Sendable {
     let pushQueue: DispatchQueue
     /// The keyed ids of chunks of zeros (holes are neither fetched nor written).
     let zeros = ZeroChunks()
+    /// Chunks our pulls staged (served from there) and announced, and peers' announcements.
+    let swarm = SwarmBook()
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
          replication: DaemonConfiguration.Replication, placement: PlacementPolicy = .none) throws {
@@ -181,6 +183,7 @@ final class FolderExchange: @unchecked Sendable {
             for id in gone.keys { pending[id] = nil }
             return Array(gone.values)
         }
+        swarm.forget(link.device.short)
         for p in orphaned { p.complete(nil) }
     }
 
@@ -256,6 +259,8 @@ final class FolderExchange: @unchecked Sendable {
             return intake(bytes, from: link)
         case .store(let bytes):
             return keep(bytes)
+        case .have(let ids):
+            return received(have: ids, from: link)
         case let .request(id, chunk, size):
             return .reply([serve(id: id, chunk: chunk, size: size)])
         case let .data(id, bytes):

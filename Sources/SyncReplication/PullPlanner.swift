@@ -8,6 +8,13 @@ import SyncCore
 ///   fetched: renames and moves cost no transfer.
 /// - Every other chunk is requested once, however many files or offsets need it, from one of the
 ///   connected peers that can serve it: least-loaded first, ties broken by the seeded generator.
+/// - Swarm (Protocol/wire.md, "Swarm"): peers that announced a chunk (`peerAnnounced`, from their
+///   `have` messages) are asked for it before peers that merely may have it, and once any peer
+///   has announced chunks, a peer asked on speculation (the writer, say) gets at most
+///   `speculativeWindow` such requests: receivers of the same new data trade what they already hold
+///   and the writer uploads each chunk about once. Chunks are taken in runs of `shuffleRun`
+///   (seeded order), so receivers start on different parts of the data (BitTorrent's random first
+///   piece, Cohen 2003 §4.1).
 /// - At most `window` requests are outstanding per peer and `maxOutstandingBytes` in all
 ///   (one request may always be outstanding, so a chunk larger than the budget still moves).
 /// - A chunk no connected peer has is parked: its files show in `pending` and nothing is retried
@@ -31,14 +38,21 @@ public struct PullPlanner: Sendable {
         /// Failed requests (refused or timed out) for one chunk, and failed copies into one file,
         /// before the files concerned fail (5).
         public var maxAttempts: Int
+        /// Outstanding requests per peer for chunks it did not announce, once some peer has announced
+        /// chunks in this pull (the writer's share in a swarm; `window` by default: no limit).
+        public var speculativeWindow: Int
+        /// Chunks are queued in runs of this many, the runs in seeded random order (0: in file order).
+        public var shuffleRun: Int
 
         public init(window: Int = 16, maxOutstandingBytes: Int = 32 << 20, requestTimeout: Duration = .seconds(30),
-                    maxAttempts: Int = 5) {
-            precondition(window > 0 && maxOutstandingBytes > 0 && maxAttempts > 0)
+                    maxAttempts: Int = 5, speculativeWindow: Int? = nil, shuffleRun: Int = 0) {
+            precondition(window > 0 && maxOutstandingBytes > 0 && maxAttempts > 0 && shuffleRun >= 0)
             self.window = window
             self.maxOutstandingBytes = maxOutstandingBytes
             self.requestTimeout = requestTimeout
             self.maxAttempts = maxAttempts
+            self.speculativeWindow = min(window, max(1, speculativeWindow ?? window))
+            self.shuffleRun = shuffleRun
         }
     }
 
@@ -50,9 +64,14 @@ public struct PullPlanner: Sendable {
 
     /// Which chunks a peer can serve.
     public enum Inventory: Hashable, Sendable {
+        /// These (and what it announces later).
         case chunks(Set<ChunkID>)
-        /// Anything asked: a refusal (`received(ok: false)`) teaches otherwise for that chunk.
+        /// Anything asked (the peer that announced the batch): a refusal teaches otherwise for
+        /// that chunk only.
         case everything
+        /// Probably anything (a peer that may be up to date, or may be behind): asked like
+        /// `.everything` until its first refusal, from then on only for what it announces.
+        case likely
 
         /// The chunks of every live file entry the peer announced.
         public static func announced(_ entries: [FileEntry]) -> Inventory {
@@ -61,7 +80,7 @@ public struct PullPlanner: Sendable {
 
         public func contains(_ id: ChunkID) -> Bool {
             switch self {
-            case .everything: return true
+            case .everything, .likely: return true
             case .chunks(let set): return set.contains(id)
             }
         }
@@ -132,8 +151,27 @@ public struct PullPlanner: Sendable {
     }
 
     struct Peer: Sendable {
-        var inventory: Inventory
+        enum Kind: Sendable { case everything, likely, known }
+        var kind: Kind
+        /// Chunks it is known to hold: its `.chunks` inventory and what it announced.
+        var known: Set<ChunkID>
+        /// Known chunks still queued here, oldest first, from `offerHead` (stale entries skipped).
+        var offers: [ChunkID] = []
+        var offerHead = 0
         var outstanding = 0
+
+        init(_ inventory: Inventory) {
+            switch inventory {
+            case .everything: kind = .everything; known = []
+            case .likely: kind = .likely; known = []
+            case .chunks(let set): kind = .known; known = set
+            }
+        }
+
+        /// Asked for chunks it did not announce.
+        var isSpeculative: Bool { kind != .known }
+
+        func holds(_ id: ChunkID) -> Bool { kind != .known || known.contains(id) }
     }
 
     private var files: [String: FileState] = [:]
@@ -151,6 +189,8 @@ public struct PullPlanner: Sendable {
     private var outstandingBytes = 0
     private var nextRequestID: RequestID = 1
     private var random: SplitMix64
+    /// Some peer announced chunks in this pull: speculative requests are held to `speculativeWindow`.
+    private var swarming = false
 
     /// `localChunks`: every chunk id the local index holds in some file.
     public init(configuration: Configuration = Configuration(), localChunks: Set<ChunkID> = [], seed: UInt64) {
@@ -165,7 +205,7 @@ public struct PullPlanner: Sendable {
     public var pending: [PendingFile] {
         var missing: [String: Set<ChunkID>] = [:]
         for (id, chunk) in chunks where !chunk.isInFlight {
-            guard !peers.values.contains(where: { $0.inventory.contains(id) }) else { continue }
+            guard !peers.values.contains(where: { $0.holds(id) }) else { continue }
             for placement in chunk.waiting { missing[placement.path, default: []].insert(id) }
         }
         return missing.keys.sorted().map { PendingFile(path: $0, missing: missing[$0]!.sorted()) }
@@ -181,6 +221,7 @@ public struct PullPlanner: Sendable {
     /// Starts fetching `files`. A path already in progress is restarted with the new chunk list.
     public mutating func add(_ files: [FileToFetch], now: Instant) -> [Directive] {
         var out: [Directive] = []
+        let queued = queue.count
         for file in files {
             cancel(file.path)
             guard !file.chunks.isEmpty else {
@@ -194,6 +235,7 @@ public struct PullPlanner: Sendable {
                 offset += Int64(ref.size)
             }
         }
+        shuffleRuns(from: queued)
         return out + schedule(now: now)
     }
 
@@ -220,17 +262,20 @@ public struct PullPlanner: Sendable {
     /// a new connection gets a fresh chance at chunks it failed before.
     public mutating func peerConnected(_ peer: ShortDeviceID, inventory: Inventory, now: Instant) -> [Directive] {
         if peers[peer] == nil {
-            peers[peer] = Peer(inventory: inventory)
             for id in chunks.keys where chunks[id]!.excluded.contains(peer) || chunks[id]!.notHeldBy.contains(peer) {
                 chunks[id]!.excluded.remove(peer)
                 chunks[id]!.notHeldBy.remove(peer)   // it may hold it now
             }
-        } else {
-            peers[peer]!.inventory = inventory
         }
+        let announced = peers[peer]?.known ?? []
+        var state = Peer(inventory)
+        state.known.formUnion(announced)
+        state.outstanding = peers[peer]?.outstanding ?? 0
+        peers[peer] = state
+        offer(state.known.sorted(), by: peer)
         var stillParked: [ChunkID] = []
         for id in parked where chunks[id]?.status == .parked {
-            if inventory.contains(id) {
+            if state.isSpeculative {
                 chunks[id]!.status = .queued
                 retry.append(id)
             } else {
@@ -238,6 +283,20 @@ public struct PullPlanner: Sendable {
             }
         }
         parked = stillParked
+        return schedule(now: now)
+    }
+
+    /// `peer` announced that it now holds `ids` (a `have` message: chunks it received in its own
+    /// pull). It is asked for them before peers that merely may have them, a refusal of them it
+    /// made earlier is forgotten, and from now on speculative requests are held to
+    /// `speculativeWindow` per peer. Unknown peers are ignored.
+    public mutating func peerAnnounced(_ peer: ShortDeviceID, chunks ids: [ChunkID], now: Instant) -> [Directive] {
+        guard peers[peer] != nil else { return [] }
+        var new: [ChunkID] = []
+        for id in ids where peers[peer]!.known.insert(id).inserted { new.append(id) }
+        guard !new.isEmpty else { return [] }
+        swarming = true
+        offer(new, by: peer)
         return schedule(now: now)
     }
 
@@ -292,17 +351,19 @@ public struct PullPlanner: Sendable {
     }
 
     /// The peer answered that it does not have the chunk: it is not asked for that chunk again in
-    /// this pull, and the answer is no failed attempt while another connected peer may have it
+    /// this pull unless it announces it (a `.likely` peer is from then on asked only for what it
+    /// announces), and the answer is no failed attempt while another connected peer may have it
     /// (a peer that is behind refuses at once; counting that would fail chunks the announcing peer
     /// serves). When every connected holder has refused, the chunk's files fail.
     public mutating func notHeld(_ requestID: RequestID, now: Instant) -> [Directive] {
         guard let request = requests.removeValue(forKey: requestID) else { return [] }
         release(request)
         var out: [Directive] = []
+        if peers[request.peer]?.kind == .likely { peers[request.peer]!.kind = .known }   // behind: only what it announces
         if chunks[request.chunk] != nil {
             chunks[request.chunk]!.notHeldBy.insert(request.peer)
             let chunk = chunks[request.chunk]!
-            if peers.keys.contains(where: { peers[$0]!.inventory.contains(chunk.ref.id) && !chunk.notHeldBy.contains($0) }) {
+            if peers.keys.contains(where: { peers[$0]!.holds(chunk.ref.id) && !chunk.notHeldBy.contains($0) }) {
                 requeue(request.chunk)
             } else {
                 chunks[request.chunk]!.attempts += 1
@@ -338,8 +399,28 @@ public struct PullPlanner: Sendable {
         } else {
             chunks[ref.id] = ChunkState(ref: ref, waiting: [placement])
             queue.append(ref.id)
+            for (peer, state) in peers where state.known.contains(ref.id) { peers[peer]!.offers.append(ref.id) }
         }
         return []
+    }
+
+    /// Queued or parked chunks among `ids` go on `peer`'s offers (parked ones are queued again).
+    private mutating func offer(_ ids: [ChunkID], by peer: ShortDeviceID) {
+        for id in ids {
+            guard let chunk = chunks[id] else { continue }
+            chunks[id]!.notHeldBy.remove(peer)
+            if chunk.status == .parked { chunks[id]!.status = .queued }
+            if chunks[id]!.status == .queued { peers[peer]!.offers.append(id) }
+        }
+    }
+
+    /// The chunks queued since `start`, in runs of `shuffleRun`, the runs in seeded random order.
+    private mutating func shuffleRuns(from start: Int) {
+        let run = configuration.shuffleRun
+        guard run > 0, queue.count - start > run else { return }
+        var runs = stride(from: start, to: queue.count, by: run).map { Array(queue[$0..<min($0 + run, queue.count)]) }
+        for i in stride(from: runs.count - 1, to: 0, by: -1) { runs.swapAt(i, random.next(below: i + 1)) }
+        queue.replaceSubrange(start..., with: runs.joined())
     }
 
     private mutating func copy(_ ref: ChunkRef, to placement: Placement) -> Directive {
@@ -356,6 +437,7 @@ public struct PullPlanner: Sendable {
     private mutating func requeue(_ id: ChunkID) {
         chunks[id]!.status = .queued
         retry.append(id)
+        for (peer, state) in peers where state.known.contains(id) { peers[peer]!.offers.append(id) }
     }
 
     /// A request for `id` failed at `peer`: retry elsewhere, or fail its files after too many tries.
@@ -377,21 +459,39 @@ public struct PullPlanner: Sendable {
 
     private enum Assignment {
         case sent(Directive)
-        /// Every peer that has it is busy; later chunks may still go to others.
+        /// Every peer that could take it is busy; later chunks may still go to others.
         case busy
         /// Parked or no longer needed: out of the line.
         case gone
-        /// No peer has a free slot, or the byte budget is spent: nothing more goes out now.
+        /// The byte budget is spent: nothing more goes out now.
         case stop
     }
 
-    /// Hands queued chunks to peers until windows or the byte budget are full.
+    /// Hands queued chunks to peers until windows or the byte budget are full: first what peers
+    /// announced (their offers), then the rest in line to peers asked on speculation.
     private mutating func schedule(now: Instant) -> [Directive] {
         var out: [Directive] = []
-        var stopped = !hasFreePeer
+        var stopped = false
+        // Announced chunks, to their holders.
+        for peer in peers.keys.sorted() where !stopped {
+            while !stopped, peers[peer]!.outstanding < configuration.window, peers[peer]!.offerHead < peers[peer]!.offers.count {
+                let id = peers[peer]!.offers[peers[peer]!.offerHead]
+                switch assign(id, now: now) {
+                case .sent(let directive): out.append(directive)
+                case .stop: stopped = true; continue
+                case .busy, .gone: break
+                }
+                peers[peer]!.offerHead += 1
+            }
+            if peers[peer]!.offerHead > 1024 && peers[peer]!.offerHead * 2 > peers[peer]!.offers.count {
+                peers[peer]!.offers.removeFirst(peers[peer]!.offerHead)
+                peers[peer]!.offerHead = 0
+            }
+        }
+        // The rest in line, while a peer asked on speculation has room.
         var keep: [ChunkID] = []
         for id in retry {
-            if stopped { keep.append(id); continue }
+            if stopped || !speculativeRoom { keep.append(id); continue }
             switch assign(id, now: now) {
             case .sent(let directive): out.append(directive)
             case .busy: keep.append(id)
@@ -401,7 +501,7 @@ public struct PullPlanner: Sendable {
         }
         retry = keep
         var index = head
-        while !stopped, index < queue.count {
+        while !stopped, speculativeRoom, index < queue.count {
             switch assign(queue[index], now: now) {
             case .sent(let directive): out.append(directive)
             case .busy, .gone: break
@@ -417,15 +517,22 @@ public struct PullPlanner: Sendable {
         return out
     }
 
-    private var hasFreePeer: Bool {
-        peers.values.contains { $0.outstanding < configuration.window }
+    /// Requests a peer may have outstanding for chunks it did not announce.
+    private func speculativeLimit(_ peer: Peer) -> Int {
+        swarming ? configuration.speculativeWindow : configuration.window
     }
 
+    private var speculativeRoom: Bool {
+        peers.values.contains { $0.isSpeculative && $0.outstanding < speculativeLimit($0) }
+    }
+
+    /// Sends `id` to the least-loaded peer that holds it: one that announced it if any does (busy
+    /// if they all are), else one asked on speculation within its limit.
     private mutating func assign(_ id: ChunkID, now: Instant) -> Assignment {
         guard var chunk = chunks[id], chunk.status == .queued else { return .gone }
         let size = Int(chunk.ref.size)
         if outstandingBytes > 0 && outstandingBytes + size > configuration.maxOutstandingBytes { return .stop }
-        let holders = peers.keys.filter { peers[$0]!.inventory.contains(id) && !chunk.notHeldBy.contains($0) }
+        let holders = peers.keys.filter { peers[$0]!.holds(id) && !chunk.notHeldBy.contains($0) }
         if holders.isEmpty {
             chunks[id]!.status = .parked
             parked.append(id)
@@ -436,8 +543,11 @@ public struct PullPlanner: Sendable {
             chunk.excluded = []
             usable = holders
         }
-        let free = usable.filter { peers[$0]!.outstanding < configuration.window }
-        guard let least = free.map({ peers[$0]!.outstanding }).min() else { return hasFreePeer ? .busy : .stop }
+        let known = usable.filter { peers[$0]!.known.contains(id) }
+        let free = known.isEmpty
+            ? usable.filter { peers[$0]!.outstanding < speculativeLimit(peers[$0]!) }
+            : known.filter { peers[$0]!.outstanding < configuration.window }
+        guard let least = free.map({ peers[$0]!.outstanding }).min() else { return .busy }
         let tied = free.filter { peers[$0]!.outstanding == least }.sorted()
         let peer = tied.count == 1 ? tied[0] : tied[Int(random.next() % UInt64(tied.count))]
 

@@ -24,6 +24,10 @@ public enum SessionMessage: Sendable, Equatable {
     case requestFailed(id: UInt32, reason: UInt8)
     /// A sealed chunk pushed to a storage peer for safekeeping.
     case store([UInt8])
+    /// "I now hold these chunks" (1 … `maxHave` keyed chunk ids): sent by a device pulling new
+    /// data to its other peers, so that receivers of the same data fetch it from each other
+    /// (Protocol/wire.md, "Swarm").
+    case have([ChunkID])
     /// Last words before closing: why.
     case close(String)
 
@@ -46,11 +50,14 @@ public enum SessionMessage: Sendable, Equatable {
         }
     }
 
+    /// Chunk ids in one `have` message at most.
+    public static let maxHave = 1024
+
     public enum AccessByte: UInt8, Sendable { case readWrite = 1, readOnly = 2, storage = 3 }
 
     enum Tag: UInt8 {
         case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11, digest = 0x12
-        case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, close = 0x7F
+        case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, have = 0x24, close = 0x7F
     }
 
     public var encoded: [UInt8] {
@@ -70,6 +77,10 @@ public enum SessionMessage: Sendable, Equatable {
         case let .data(id, bytes): w.u8(Tag.data.rawValue); w.u32(id); w.raw(bytes)
         case let .requestFailed(id, reason): w.u8(Tag.requestFailed.rawValue); w.u32(id); w.u8(reason)
         case .store(let sealed): w.u8(Tag.store.rawValue); w.raw(sealed)
+        case .have(let ids):
+            precondition((1...Self.maxHave).contains(ids.count), "a have message carries 1 … \(Self.maxHave) chunk ids")
+            w.u8(Tag.have.rawValue); w.u16(UInt16(ids.count))
+            for id in ids { w.raw(id.bytes) }
         case .close(let why): w.u8(Tag.close.rawValue); w.string(String(why.prefix(200)))
         }
         return w.bytes
@@ -100,6 +111,16 @@ public enum SessionMessage: Sendable, Equatable {
         case .store:
             guard r.remaining > 0 else { throw .malformed("empty store message") }
             self = .store(Array(try r.take(r.remaining)))
+        case .have:
+            let count = Int(try r.u16())
+            guard (1...Self.maxHave).contains(count) else { throw .malformed("have message with \(count) chunk ids") }
+            var ids: [ChunkID] = []
+            ids.reserveCapacity(count)
+            for _ in 0..<count {
+                guard let id = ChunkID(bytes: Array(try r.take(32))) else { throw .malformed("chunk id") }
+                ids.append(id)
+            }
+            self = .have(ids)
         case .close: self = .close(try r.string())
         }
         try r.expectEnd()

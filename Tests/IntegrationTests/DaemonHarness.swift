@@ -211,6 +211,10 @@ final class DaemonHarness {
             var localDirectories: Int
             var localBytes: Int64
             var sequence: Int64
+            var peers: [Peer]?
+        }
+        struct Peer: Decodable {
+            var connected: Bool
         }
         var device: String
         var listen: String?

@@ -272,4 +272,115 @@ final class PullPlannerTests: XCTestCase {
         }
         XCTAssertEqual(Set(requests.map(\.chunk)), Set(ids))
     }
+
+    // MARK: swarm
+
+    /// Once a peer has announced chunks, the chunks it announced go to it, and a peer asked on
+    /// speculation (the writer) gets at most `speculativeWindow` requests.
+    func test_announcedChunks_goToTheirAnnouncer_andSpeculationIsHeldToItsWindow() {
+        var planner = PullPlanner(configuration: .init(window: 16, maxOutstandingBytes: 1 << 20, speculativeWindow: 1), seed: 1)
+        _ = planner.peerConnected(p1, inventory: .everything, now: t0)
+        _ = planner.peerConnected(p2, inventory: .likely, now: t0)
+        XCTAssertEqual(planner.peerAnnounced(p2, chunks: [chunk(3).id], now: t0), [])
+        let sent = planner.add([file("f", (1...4).map { chunk($0) })], now: t0).requests
+        XCTAssertEqual(sent.map { [$0.peer: $0.chunk] }, [[p2: chunk(3)], [p1: chunk(1)]])
+        let next = planner.received(sent[1].id, ok: true, now: t0).requests
+        XCTAssertEqual(next.map { [$0.peer: $0.chunk] }, [[p1: chunk(2)]])
+    }
+
+    /// A `.likely` peer that refuses a chunk is behind: from then on it is asked only for what it
+    /// announces, and a chunk it refused is asked of it again once it announces it.
+    func test_likelyPeer_thatRefuses_isAskedOnlyForWhatItAnnounces() {
+        var planner = planner(window: 2)
+        _ = planner.peerConnected(p1, inventory: .everything, now: t0)
+        _ = planner.peerConnected(p2, inventory: .likely, now: t0)
+        let sent = planner.add([file("f", (1...8).map { chunk($0) })], now: t0).requests
+        XCTAssertEqual(sent.filter { $0.peer == p1 }.count, 2)
+        XCTAssertEqual(sent.filter { $0.peer == p2 }.count, 2)
+        let refused = sent.first { $0.peer == p2 }!
+        XCTAssertEqual(planner.notHeld(refused.id, now: t0), [], "the writer's window is full, and p2 is not asked on speculation again")
+        let other = sent.last { $0.peer == p2 }!
+        XCTAssertEqual(planner.received(other.id, ok: false, now: t0).requests, [], "p2 takes nothing unannounced")
+        let announced = planner.peerAnnounced(p2, chunks: [refused.chunk.id, chunk(8).id], now: t0).requests
+        XCTAssertEqual(Set(announced.map(\.chunk)), [refused.chunk, chunk(8)])
+        XCTAssertEqual(Set(announced.map(\.peer)), [p2])
+        let fromWriter = planner.received(sent.first { $0.peer == p1 }!.id, ok: true, now: t0).requests
+        XCTAssertEqual(fromWriter.map(\.peer), [p1])
+    }
+
+    /// Runs of `shuffleRun` chunks keep their order inside; the runs come in seeded order.
+    func test_shuffleRun_keepsRunsTogether_inSeededOrder() {
+        func order(seed: UInt64) -> [ChunkRef] {
+            var planner = PullPlanner(configuration: .init(window: 64, maxOutstandingBytes: 1 << 20, shuffleRun: 4), seed: seed)
+            _ = planner.peerConnected(p1, inventory: .everything, now: t0)
+            return planner.add([file("f", (1...16).map { chunk($0) })], now: t0).requests.map(\.chunk)
+        }
+        let first = order(seed: 3)
+        XCTAssertEqual(Set(first), Set((1...16).map { chunk($0) }))
+        for run in stride(from: 0, to: 16, by: 4) {
+            let ids = first[run..<run + 4].map { $0.id.w0 }
+            XCTAssertEqual(ids, Array(ids[0]..<ids[0] + 4), "a run stays in order")
+        }
+        XCTAssertEqual(order(seed: 3), first)
+        XCTAssertTrue((4...20).contains { order(seed: UInt64($0)) != first }, "other seeds, other orders")
+    }
+
+    /// Four receivers pull the same 256 new chunks from one writer and from each other, every
+    /// peer uploading at most two chunks a round, announcing what they receive. The writer must
+    /// upload at most twice the data, and all must finish within twice the rounds one receiver
+    /// alone takes (issue 13's swarm targets, here on the pure planner).
+    func test_swarm_writerUploadsAtMostTwiceTheData_andAllFinishWithinTwiceTheTimeOfOne() {
+        let count = 256, capacity = 2
+        func run(receivers: [ShortDeviceID]) -> (rounds: Int, writerUploads: Int) {
+            let writer: ShortDeviceID = 1
+            let data = (1...count).map { chunk(UInt64($0), size: 1000) }
+            var planners: [ShortDeviceID: PullPlanner] = [:]
+            var have: [ShortDeviceID: Set<ChunkID>] = [writer: Set(data.map(\.id))]
+            var inbox: [ShortDeviceID: [(from: ShortDeviceID, sent: Sent)]] = [:]
+            var announcements: [(ShortDeviceID, ChunkID)] = []
+            func enqueue(_ from: ShortDeviceID, _ directives: [PullPlanner.Directive]) {
+                for r in directives.requests { inbox[r.peer, default: []].append((from, r)) }
+            }
+            for r in receivers {
+                var p = PullPlanner(configuration: .init(window: 16, maxOutstandingBytes: 1 << 30, speculativeWindow: 2, shuffleRun: 4),
+                                    seed: UInt64(r) * 7919)
+                _ = p.peerConnected(writer, inventory: .everything, now: t0)
+                for o in receivers where o != r { _ = p.peerConnected(o, inventory: .likely, now: t0) }
+                have[r] = []
+                planners[r] = p
+                enqueue(r, planners[r]!.add([file("f", data)], now: t0))
+            }
+            var uploads = 0, rounds = 0
+            while planners.values.contains(where: { !$0.isFinished }) && rounds < 10_000 {
+                rounds += 1
+                for (r, id) in announcements {
+                    for o in receivers where o != r { enqueue(o, planners[o]!.peerAnnounced(r, chunks: [id], now: t0)) }
+                }
+                announcements = []
+                for server in [writer] + receivers {
+                    var served = 0
+                    while served < capacity, let (to, request) = inbox[server]?.first {
+                        inbox[server]!.removeFirst()
+                        if have[server]!.contains(request.chunk.id) {
+                            served += 1
+                            if server == writer { uploads += 1 }
+                            var out = planners[to]!.received(request.id, ok: true, now: t0)
+                            out += confirm(out, in: &planners[to]!)
+                            enqueue(to, out)
+                            if have[to]!.insert(request.chunk.id).inserted { announcements.append((to, request.chunk.id)) }
+                        } else {
+                            enqueue(to, planners[to]!.notHeld(request.id, now: t0))
+                        }
+                    }
+                }
+            }
+            XCTAssertTrue(planners.values.allSatisfy(\.isFinished), "every receiver completes")
+            return (rounds, uploads)
+        }
+        let alone = run(receivers: [2])
+        let swarm = run(receivers: [2, 3, 4, 5])
+        XCTAssertEqual(alone.writerUploads, count)
+        XCTAssertLessThanOrEqual(swarm.writerUploads, 2 * count, "the writer uploads at most twice the data")
+        XCTAssertLessThanOrEqual(swarm.rounds, 2 * alone.rounds, "all have it within twice the time one alone takes")
+    }
 }

@@ -167,10 +167,14 @@ final class SessionMachineTests: XCTestCase {
             .hello(.init(access: .storage, indexID: 1, sequence: 2)), .ping(7), .pong(8), .index([1, 2, 3]),
             .indexAck(origin: 9, indexID: 10, sequence: 11), .request(id: 1, chunk: id, size: 65536),
             .data(id: 1, bytes: [5, 6]), .requestFailed(id: 1, reason: 2), .store([9]), .close("bye"),
+            .have([id]), .have(Array(repeating: id, count: SessionMessage.maxHave)),
         ]
         for m in all { XCTAssertEqual(try SessionMessage(decoding: m.encoded), m) }
+        XCTAssertEqual(SessionMessage.have([id]).encoded, [0x24, 0, 1] + id.bytes, "Protocol/wire.md: have")
         for bad: [UInt8] in [[], [0x55], [0x02, 0, 0], [0x02] + [UInt8](repeating: 0, count: 9), [0x01, 9] + [UInt8](repeating: 0, count: 16),
-                             [0x10], [0x20, 0, 0, 0, 1] + id.bytes + [0, 0, 0, 0]] {
+                             [0x10], [0x20, 0, 0, 0, 1] + id.bytes + [0, 0, 0, 0],
+                             [0x24, 0, 0], [0x24, 0, 2] + id.bytes, [0x24, 0, 1] + id.bytes + [0],
+                             [0x24, 0x04, 0x01] + [UInt8](repeating: 1, count: 32 * 1025)] {
             XCTAssertThrowsError(try SessionMessage(decoding: bad), "\(bad)")
         }
     }
