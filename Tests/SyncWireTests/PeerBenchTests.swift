@@ -7,17 +7,18 @@ final class PeerBenchTests: XCTestCase {
     // MARK: codec
 
     func test_benchMessages_encodeAsTheSpecSays_andRoundTrip() throws {
-        let request = SessionMessage.benchRequest(id: 0x0102_0304, size: 1 << 20)
-        XCTAssertEqual(request.encoded, [0x25, 0x01, 0x02, 0x03, 0x04, 0x00, 0x10, 0x00, 0x00])
+        XCTAssertEqual(SessionMessage.maxBenchBytes, 1_048_571, "1 MiB less the answer's 5-byte header")
+        let request = SessionMessage.benchRequest(id: 0x0102_0304, size: 1_048_571)
+        XCTAssertEqual(request.encoded, [0x25, 0x01, 0x02, 0x03, 0x04, 0x00, 0x0F, 0xFF, 0xFB])
         let probe = SessionMessage.benchRequest(id: 9, size: 0)
         XCTAssertEqual(probe.encoded, [0x25, 0, 0, 0, 9, 0, 0, 0, 0])
         let data = SessionMessage.benchData(id: 7, bytes: [0xAA, 0xBB])
         XCTAssertEqual(data.encoded, [0x26, 0, 0, 0, 7, 0xAA, 0xBB])
         let empty = SessionMessage.benchData(id: 8, bytes: [])
         XCTAssertEqual(empty.encoded, [0x26, 0, 0, 0, 8])
-        let full = SessionMessage.benchData(id: 1, bytes: [UInt8](repeating: 3, count: 1 << 20))
+        let full = SessionMessage.benchData(id: 1, bytes: [UInt8](repeating: 3, count: 1_048_571))
         for m in [request, probe, data, empty, full] { XCTAssertEqual(try SessionMessage(decoding: m.encoded), m) }
-        XCTAssertLessThanOrEqual(full.encoded.count, TransportCipher.maxPlaintext + 5, "a full answer fits one frame as a 1 MiB chunk does")
+        XCTAssertEqual(full.encoded.count, TransportCipher.maxPlaintext, "the largest answer fills one frame exactly")
     }
 
     func test_malformedBenchMessages_areRejected() {
@@ -25,11 +26,12 @@ final class PeerBenchTests: XCTestCase {
             [0x25],                                         // no id
             [0x25, 0, 0, 0, 1, 0, 0, 0],                    // short size
             [0x25, 0, 0, 0, 1, 0, 0, 0, 1, 0],              // trailing byte
-            [0x25, 0, 0, 0, 1, 0, 0x10, 0, 1],              // 1 MiB + 1
+            [0x25, 0, 0, 0, 1, 0, 0x0F, 0xFF, 0xFC],        // one byte more than fits a frame
+            [0x25, 0, 0, 0, 1, 0, 0x10, 0, 0],              // 1 MiB
             [0x25, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF],     // 4 GiB
             [0x26],                                         // no id
             [0x26, 0, 0, 1],                                // short id
-            [0x26, 0, 0, 0, 1] + [UInt8](repeating: 0, count: (1 << 20) + 1),   // more than 1 MiB
+            [0x26, 0, 0, 0, 1] + [UInt8](repeating: 0, count: 1_048_572),   // more than fits a frame
         ]
         for b in bad { XCTAssertThrowsError(try SessionMessage(decoding: b), "\(b.prefix(12)) (\(b.count) bytes)") }
     }
@@ -107,7 +109,11 @@ final class PeerBenchTests: XCTestCase {
 
     func test_settings_neverAskMoreThanAFrameOrMoreThanThePeerAllows() {
         let s = PeerBenchRun.Settings(bytes: 1 << 30)
-        XCTAssertEqual(s.requestBytes, 1 << 20)
-        XCTAssertLessThanOrEqual(s.window, PeerBenchRun.maxOutstanding)
+        XCTAssertEqual(s.requestBytes, 256 << 10, "the largest chunk FastCDC cuts")
+        XCTAssertEqual(s.window, 16, "the chunk pull's window per peer")
+        XCTAssertLessThanOrEqual(s.window * 2, PeerBenchRun.maxOutstanding)
+        let big = PeerBenchRun.Settings(bytes: 1, requestBytes: 1 << 20, window: 1000)
+        XCTAssertEqual(big.requestBytes, Int(SessionMessage.maxBenchBytes))
+        XCTAssertEqual(big.window, PeerBenchRun.maxOutstanding)
     }
 }
