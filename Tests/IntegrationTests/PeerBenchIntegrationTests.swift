@@ -1,6 +1,8 @@
+@preconcurrency import Crypto
 import Foundation
 @testable import SyncDaemon
 import SyncSecurity
+import SyncWire
 import XCTest
 
 /// `syncd bench peer`: two real daemons, the bench run as users run it, its JSON read back; and
@@ -73,6 +75,58 @@ final class PeerBenchIntegrationTests: XCTestCase, ClusterTesting {
         }, last)
     }
 
+    /// A raw peer against a real daemon: answers come from the scratch buffer, never the folder;
+    /// a peer that asks without reading, or answers with the wrong length, loses its session.
+    func test_hostilePeers_getScratchBytesOnly_andLoseTheirSession_forAFloodOrAWrongAnswer() throws {
+        let h = try DaemonHarness(name: "benchhostile")
+        try h.startDaemon()
+        let add = try h.cli(["add", h.root + "/data", "--secret"])
+        XCTAssertEqual(add.status, 0, add.stderr)
+        let keys = try FolderSecret(parsing: String(add.stdout.split(whereSeparator: \.isWhitespace).last ?? "")).keys
+        try Data("folder content".utf8).write(to: URL(fileURLWithPath: h.root + "/data/file.txt"))
+        let port = try h.sessionPort()
+
+        let honest = try PeerClient(port: port, folderID: keys.folderID, psk: keys.sessionPSK)
+        XCTAssertTrue(honest.handshake())
+        honest.send(.benchRequest(id: 5, size: 1000))
+        XCTAssertEqual(honest.next(where: { if case .benchData = $0 { true } else { false } }),
+                       .message(.benchData(id: 5, bytes: Array(PeerBench.scratch.prefix(1000)))))
+        honest.send(.benchRequest(id: 6, size: 0))
+        XCTAssertEqual(honest.next(where: { if case .benchData = $0 { true } else { false } }), .message(.benchData(id: 6, bytes: [])))
+
+        // Asks for 200 MiB and reads nothing: past 32 answers not yet written, the session closes.
+        let flooder = try PeerClient(port: port, folderID: keys.folderID, psk: keys.sessionPSK)
+        XCTAssertTrue(flooder.handshake())
+        for id in 0..<200 { flooder.send(.benchRequest(id: UInt32(id), size: SessionMessage.maxBenchBytes)) }
+        XCTAssertTrue(poll(10) { h.daemonLog.contains("more than 32 bench requests outstanding") }, h.daemonLog.suffix(2000).description)
+        XCTAssertTrue(honest.isAlive(1), "other sessions carry on")
+
+        // The daemon benches a peer that answers its probe with 3 bytes: the run fails, the session closes.
+        let liarKey = Curve25519.KeyAgreement.PrivateKey()
+        let liar = try PeerClient(port: port, folderID: keys.folderID, psk: keys.sessionPSK, key: liarKey)
+        XCTAssertTrue(liar.handshake())
+        XCTAssertNotEqual(liar.next(where: { if case .hello = $0 { true } else { false } }), .closed, "attached: the daemon said hello")
+        let liarID = DeviceID(publicKey: Array(liarKey.publicKey.rawRepresentation))
+        nonisolated(unsafe) var cli: DaemonHarness.Result?
+        nonisolated(unsafe) let harness = h   // read by the one thread below, while this one plays the peer
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            cli = try? harness.cli(["bench", "peer", liarID.description, "--size", "1"])
+            done.signal()
+        }
+        guard case .message(.benchRequest(let id, let size)) = liar.next(where: { if case .benchRequest = $0 { true } else { false } }) else {
+            return XCTFail("no bench request")
+        }
+        XCTAssertEqual(size, 0, "a probe first")
+        liar.send(.benchData(id: id, bytes: [1, 2, 3]))
+        XCTAssertEqual(done.wait(timeout: .now() + 15), .success)
+        XCTAssertNotEqual(cli?.status, 0)
+        XCTAssertTrue(cli?.stderr.contains("answered 3 bytes to a bench request of 0") == true, cli?.stderr ?? "")
+        XCTAssertEqual(liar.next(where: { _ in false }), .closed, "the liar's session is closed")
+        XCTAssertTrue(honest.isAlive(2))
+        XCTAssertEqual(try String(contentsOfFile: h.root + "/data/file.txt", encoding: .utf8), "folder content")
+    }
+
     // MARK: the pure choices
 
     private func device(_ byte: UInt8) -> DeviceID { DeviceID(bytes: [UInt8](repeating: byte, count: 32))! }
@@ -106,9 +160,9 @@ final class PeerBenchIntegrationTests: XCTestCase, ClusterTesting {
         XCTAssertThrowsError(try PeerBench.chooseFolder("/c", shared: ["/a"])) { XCTAssertTrue("\($0)".contains("/c is not a shared folder"), "\($0)") }
     }
 
-    func test_scratch_isOneFixedIncompressibleMiB() {
+    func test_scratch_isOneFixedIncompressibleFrameful() {
         let s = PeerBench.scratch
-        XCTAssertEqual(s.count, 1 << 20)
+        XCTAssertEqual(s.count, Int(SessionMessage.maxBenchBytes))
         XCTAssertEqual(s, PeerBench.scratch)
         XCTAssertGreaterThan(Set(s.prefix(4096)).count, 200, "not a run of one byte")
     }
