@@ -1,15 +1,22 @@
 /// The control API between `syncd` commands and the running daemon: one JSON object per line
 /// over the unix socket `<home>/syncd.sock` (mode 0600). See Docs/UserGuide.md.
 public struct ControlRequest: Codable, Sendable, Equatable {
-    public enum Command: String, Codable, Sendable { case status, add, remove, id, peers, flush, acceptDeletions = "accept-deletions" }
+    public enum Command: String, Codable, Sendable {
+        case status, add, remove, id, peers, flush, acceptDeletions = "accept-deletions", benchPeer = "bench-peer"
+    }
     public var command: Command
     public var path: String?
     /// For `add`: the secret to join with; nil with `generate` makes a new read-write secret.
     public var secret: String?
     public var generate: Bool?
+    /// For `bench-peer`: the peer (a device id or a unique prefix) and how many bytes to pull.
+    public var peer: String?
+    public var bytes: Int64?
 
-    public init(command: Command, path: String? = nil, secret: String? = nil, generate: Bool? = nil) {
+    public init(command: Command, path: String? = nil, secret: String? = nil, generate: Bool? = nil,
+                peer: String? = nil, bytes: Int64? = nil) {
         self.command = command; self.path = path; self.secret = secret; self.generate = generate
+        self.peer = peer; self.bytes = bytes
     }
 }
 
@@ -25,13 +32,15 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var deletions: Int?
     /// For `add`: the path was already shared with this secret, and nothing changed.
     public var alreadyShared: Bool?
+    /// For `bench-peer`: the measurement.
+    public var bench: PeerBenchReport?
 
     public init(ok: Bool, error: String? = nil, status: StatusReport? = nil, secret: String? = nil,
                 folderId: String? = nil, device: String? = nil, peers: PeersReport? = nil, deletions: Int? = nil,
-                alreadyShared: Bool? = nil) {
+                alreadyShared: Bool? = nil, bench: PeerBenchReport? = nil) {
         self.ok = ok; self.error = error; self.status = status; self.secret = secret
         self.folderId = folderId; self.device = device; self.peers = peers; self.deletions = deletions
-        self.alreadyShared = alreadyShared
+        self.alreadyShared = alreadyShared; self.bench = bench
     }
 
     public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
@@ -132,6 +141,31 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Gossip members by state ("alive", "suspect", "dead", "left"), this device included.
     public var members: [String: Int]?
     public var folders: [Folder]
+}
+
+/// `syncd bench peer --json`: transfer throughput from a peer over the folder's live session.
+/// Field names are a contract for scripts: add, never rename. MB is 10^6 bytes.
+public struct PeerBenchReport: Codable, Sendable, Equatable {
+    public var bench = "peer"
+    /// The peer's whole device id.
+    public var peer: String
+    public var folder: String
+    /// Bytes pulled (what was asked: every answer is checked to be as long as its request).
+    public var bytes: Int64
+    /// From the first request to the last byte.
+    public var seconds: Double
+    public var mbPerSecond: Double
+    /// Median round trip of empty bench requests over the session, before the transfer.
+    public var rttMilliseconds: Double
+    /// Bytes per request, and requests in flight.
+    public var requestBytes: Int
+    public var window: Int
+
+    public init(peer: String, folder: String, bytes: Int64, seconds: Double, mbPerSecond: Double, rttMilliseconds: Double,
+                requestBytes: Int, window: Int) {
+        self.peer = peer; self.folder = folder; self.bytes = bytes; self.seconds = seconds; self.mbPerSecond = mbPerSecond
+        self.rttMilliseconds = rttMilliseconds; self.requestBytes = requestBytes; self.window = window
+    }
 }
 
 /// `syncd peers --json`: every member gossip knows, this device included.

@@ -686,6 +686,7 @@ public final class Daemon: @unchecked Sendable {
                 }
                 return service.flushPendingChanges() ? ControlResponse(ok: true) : .failure("the folder's watcher did not answer")
             case .acceptDeletions: return try acceptDeletions(request)
+            case .benchPeer: return try benchPeer(request)
             }
         } catch {
             return .failure("\(error)")
@@ -812,6 +813,26 @@ public final class Daemon: @unchecked Sendable {
         startService(record, secret)
         lock.withLock { gossip }?.metaChanged()
         return ControlResponse(ok: true, secret: request.secret == nil ? secret.text : nil, folderId: keys.folderIDString)
+    }
+
+    /// `syncd bench peer`: the folder and the peer named (PeerBench's choices), then a
+    /// measurement over their session; blocks this control request until it ends.
+    private func benchPeer(_ request: ControlRequest) throws -> ControlResponse {
+        let bytes = request.bytes ?? Int64(PeerBench.defaultBytes)
+        guard (1...Int64(PeerBench.maxBytes)).contains(bytes) else { throw PeerBench.Failure("bench size \(bytes): from 1 byte to \(PeerBench.maxBytes >> 20) MiB") }
+        let runtimes = lock.withLock { folders }
+        let path = try PeerBench.chooseFolder(request.path.map(FolderPaths.normalize), shared: runtimes.keys.sorted())
+        guard let exchange = runtimes[path]?.exchange else { throw PeerBench.Failure("folder \(path) serves no sessions (see syncd status)") }
+        let members = lock.withLock { gossip }?.members ?? []
+        let gossipDevices = members.compactMap { m in MemberMeta(decoding: m.meta).flatMap { DeviceID(bytes: $0.device) } }
+        let device = try PeerBench.choosePeer(request.peer ?? "", known: gossipDevices + exchange.connectedDevices, me: identity.deviceID)
+        let settings = PeerBenchRun.Settings(bytes: Int(bytes))
+        let result = try exchange.runBench(with: device, settings: settings, gossip: members.first { $0.name == device.short }?.status.name)
+        let rtt = Double(result.rtt.components.seconds) * 1e3 + Double(result.rtt.components.attoseconds) / 1e15
+        logger.info("bench with \(device.name) in \(path): \(result.bytes) bytes in \(result.seconds) s")
+        return ControlResponse(ok: true, bench: PeerBenchReport(
+            peer: device.description, folder: path, bytes: result.bytes, seconds: result.seconds, mbPerSecond: result.mbPerSecond,
+            rttMilliseconds: rtt, requestBytes: settings.requestBytes, window: settings.window))
     }
 
     /// `syncd accept-deletions PATH`: what is missing from PATH is deleted on purpose.

@@ -99,6 +99,8 @@ final class FolderExchange: @unchecked Sendable {
     let zeros = ZeroChunks()
     /// Chunks our pulls staged (served from there) and announced, and peers' announcements.
     let swarm = SwarmBook()
+    /// `syncd bench peer`: bench requests served, and runs against a peer (PeerBench.swift).
+    let bench = PeerBench()
 
     init(record: FolderRecord, keys: FolderKeys, store: IndexStore, device: ShortDeviceID, logger: Logger,
          replication: DaemonConfiguration.Replication, placement: PlacementPolicy = .none) throws {
@@ -171,6 +173,7 @@ final class FolderExchange: @unchecked Sendable {
     /// A session ended: its requests fail now (the stagers ask other peers at once, instead of
     /// waiting out a timeout on a peer that is gone).
     func detach(_ link: PeerLink) {
+        bench.ended(link)
         let orphaned: [PendingRequest] = lock.withLock {
             guard links[link.device.short] === link else { return [] }
             links[link.device.short] = nil
@@ -269,6 +272,10 @@ final class FolderExchange: @unchecked Sendable {
         case .requestFailed(let id, _):
             complete(id, nil, refusedByPeer: true, from: link.device.short)
             return .reply([])
+        case let .benchRequest(id, size):
+            return bench.serve(id: id, size: size, on: link)
+        case let .benchData(id, bytes):
+            return bench.answer(id: id, bytes: bytes.count, from: link)
         }
     }
 

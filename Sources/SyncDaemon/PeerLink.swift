@@ -23,7 +23,14 @@ extension FolderExchange {
         /// What this peer holds of other origins' indexes (relays from a storage peer).
         var floors: [UInt64: (indexID: UInt64, sequence: UInt64)] = [:]
         var relayed = false
+        /// Sends, then calls back once the message is handed to the socket (or the session is
+        /// gone): what bounds the bench answers a peer can make us buffer. Nil: `send`, then at once.
+        var sendWritten: (@Sendable (SessionMessage, @escaping @Sendable () -> Void) -> Void)?
         init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
+
+        func sendTracked(_ message: SessionMessage, written: @escaping @Sendable () -> Void) {
+            if let sendWritten { sendWritten(message, written) } else { send(message); written() }
+        }
     }
 
     /// A chunk request in flight: answered once (the chunk, or nil for a refusal, a timeout or a

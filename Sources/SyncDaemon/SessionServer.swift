@@ -166,10 +166,16 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         if let peer { logger.info("session with \(peer) ended") }
     }
 
-    /// Sends a message the folder's exchange produced on its own (pushes, requests, acks).
-    private func sendNow(_ message: SessionMessage) {
-        guard let context else { return }
-        run(machine.send(message), context: context)
+    /// Sends a message the folder's exchange produced on its own (pushes, requests, acks);
+    /// `written`, if given, is called once it is handed to the socket or cannot be.
+    private func sendNow(_ message: SessionMessage, written: (@Sendable () -> Void)? = nil) {
+        guard let context else { written?(); return }
+        let promise = written.map { done in
+            let p = context.eventLoop.makePromise(of: Void.self)
+            p.futureResult.whenComplete { _ in done() }
+            return p
+        }
+        run(machine.send(message), context: context, written: promise)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -177,12 +183,19 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
-    private func run(_ directives: [SessionMachine.Directive], context: ChannelHandlerContext) {
+    /// `written`: completed by the last write of these directives, or at once when nothing is
+    /// written (the session closed).
+    private func run(_ directives: [SessionMachine.Directive], context: ChannelHandlerContext,
+                     written: EventLoopPromise<Void>? = nil) {
         var wrote = false
-        for directive in directives {
+        var written = written
+        let lastSend = directives.lastIndex { if case .send = $0 { true } else { false } }
+        defer { written?.succeed() }
+        for (i, directive) in directives.enumerated() {
             switch directive {
             case .send(let bytes):
-                context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: nil)
+                context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: i == lastSend ? written : nil)
+                if i == lastSend { written = nil }
                 wrote = true
             case .established(let p):
                 timeout?.cancel()
@@ -200,6 +213,12 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                 if let exchange {
                     let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
                         channel.eventLoop.execute { [weak self] in self?.sendNow(message) }
+                    }
+                    link.sendWritten = { [weak self] message, written in
+                        channel.eventLoop.execute { [weak self] in
+                            guard let self else { return written() }
+                            self.sendNow(message, written: written)
+                        }
                     }
                     link.close = { [weak self] reason in
                         channel.eventLoop.execute { [weak self] in

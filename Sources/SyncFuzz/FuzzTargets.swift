@@ -108,7 +108,8 @@ extension FuzzTargets {
          SessionMessage.indexAck(origin: 1, indexID: 2, sequence: 3).encoded,
          SessionMessage.digest(.init(sequence: 4, liveCount: 5, hash: Array(repeating: 6, count: 32))).encoded, SessionMessage.close("bye").encoded,
          SessionMessage.request(id: 1, chunk: ChunkID(w0: 1, w1: 2, w2: 3, w3: 4), size: 100).encoded,
-         SessionMessage.have([ChunkID(w0: 1, w1: 2, w2: 3, w3: 4)]).encoded]
+         SessionMessage.have([ChunkID(w0: 1, w1: 2, w2: 3, w3: 4)]).encoded,
+         SessionMessage.benchRequest(id: 2, size: 1 << 20).encoded, SessionMessage.benchData(id: 3, bytes: [1, 2, 3]).encoded]
     }) { input in
         if let m = try? SessionMessage(decoding: input) { precondition((try? SessionMessage(decoding: m.encoded)) == m) }
     }

@@ -28,6 +28,11 @@ public enum SessionMessage: Sendable, Equatable {
     /// data to its other peers, so that receivers of the same data fetch it from each other
     /// (Protocol/wire.md, "Swarm").
     case have([ChunkID])
+    /// `syncd bench peer`: ask for `size` bytes (0 … `maxBenchBytes`; 0 times a round trip) of scratch
+    /// payload, served from memory — nothing of the folder is read or written.
+    case benchRequest(id: UInt32, size: UInt32)
+    /// The answer: exactly the `size` asked for.
+    case benchData(id: UInt32, bytes: [UInt8])
     /// Last words before closing: why.
     case close(String)
 
@@ -52,12 +57,16 @@ public enum SessionMessage: Sendable, Equatable {
 
     /// Chunk ids in one `have` message at most.
     public static let maxHave = 1024
+    /// The most a bench request may ask for, and a bench answer carry: 1 MiB less the answer's
+    /// 5-byte header, so that an answer always fits one frame.
+    public static let maxBenchBytes = UInt32(TransportCipher.maxPlaintext - 5)
 
     public enum AccessByte: UInt8, Sendable { case readWrite = 1, readOnly = 2, storage = 3 }
 
     enum Tag: UInt8 {
         case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11, digest = 0x12
-        case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, have = 0x24, close = 0x7F
+        case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, have = 0x24
+        case benchRequest = 0x25, benchData = 0x26, close = 0x7F
     }
 
     public var encoded: [UInt8] {
@@ -81,6 +90,8 @@ public enum SessionMessage: Sendable, Equatable {
             precondition((1...Self.maxHave).contains(ids.count), "a have message carries 1 … \(Self.maxHave) chunk ids")
             w.u8(Tag.have.rawValue); w.u16(UInt16(ids.count))
             for id in ids { w.raw(id.bytes) }
+        case let .benchRequest(id, size): w.u8(Tag.benchRequest.rawValue); w.u32(id); w.u32(size)
+        case let .benchData(id, bytes): w.u8(Tag.benchData.rawValue); w.u32(id); w.raw(bytes)
         case .close(let why): w.u8(Tag.close.rawValue); w.string(String(why.prefix(200)))
         }
         return w.bytes
@@ -121,6 +132,14 @@ public enum SessionMessage: Sendable, Equatable {
                 ids.append(id)
             }
             self = .have(ids)
+        case .benchRequest:
+            let id = try r.u32(), size = try r.u32()
+            guard size <= Self.maxBenchBytes else { throw .malformed("bench size \(size)") }
+            self = .benchRequest(id: id, size: size)
+        case .benchData:
+            let id = try r.u32()
+            guard r.remaining <= Self.maxBenchBytes else { throw .malformed("bench data of \(r.remaining) bytes") }
+            self = .benchData(id: id, bytes: Array(try r.take(r.remaining)))
         case .close: self = .close(try r.string())
         }
         try r.expectEnd()

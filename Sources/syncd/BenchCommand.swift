@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SyncCore
+import SyncDaemon
 import SyncFS
 import SyncSecurity
 
@@ -10,13 +11,59 @@ import SyncSecurity
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure what bounds sync throughput on this host: durable writes, hashing.",
+        abstract: "Measure what bounds sync throughput: durable writes, hashing, the network to a peer.",
         discussion: """
             syncd bench disk PATH: the durable write ceiling of the file system holding PATH (a shared folder, say). \
             syncd bench hash: chunking and chunk ids per second on this CPU. Neither needs the daemon. \
-            Peer-to-peer transfer throughput is not measured yet (Docs/Operations.md).
+            syncd bench peer PEER: transfer throughput and round trip to a connected peer, through the running \
+            daemon's encrypted session (Docs/Operations.md).
             """,
-        subcommands: [BenchDisk.self, BenchHash.self])
+        subcommands: [BenchDisk.self, BenchHash.self, BenchPeer.self])
+}
+
+/// What sync can get from one peer: the running daemon pulls scratch bytes (no folder data, nothing
+/// written) over its live session with the peer, the way it pulls chunks (PeerBench, Protocol/wire.md "Bench").
+struct BenchPeer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peer",
+        abstract: "Pull N MiB of scratch data from a connected peer over its session; report MB/s and the round trip.",
+        discussion: """
+            The peer answers from a fixed buffer in memory: nothing is read from or written to either folder. \
+            The bytes cross the same encrypted session as chunks, a window of 1 MiB requests in flight, so the \
+            figure is what sync can get from that peer. Needs the daemon, and a session with the peer in the folder.
+            """)
+
+    @OptionGroup var home: HomeOption
+
+    @Argument(help: "The peer: its device id, or a prefix of it that names one peer (the name `syncd status` shows).")
+    var peer: String
+
+    @Option(help: "The shared folder whose session to use (default: the only shared folder).")
+    var folder: String?
+
+    @Option(help: "MiB to pull.")
+    var size: Int = 256
+
+    @ArgumentParser.Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard size >= 1, size <= 4096 else { throw ValidationError("--size must be from 1 to 4096 MiB") }
+    }
+
+    func run() throws {
+        // The daemon ends a run itself (no answer for 10 s, a session that ends): wait as long as it runs.
+        let response = try call(ControlRequest(command: .benchPeer, path: folder.map(absolutePath), peer: peer, bytes: Int64(size) << 20),
+                                home: home.resolved, timeout: 86_400)
+        guard let report = response.bench else { throw CLIError("the daemon sent no bench report") }
+        if json {
+            print(try benchJSON(report))
+        } else {
+            let name = (try? DeviceID(parsing: report.peer))?.name ?? report.peer
+            print("peer \(name) over \(report.folder): \(size) MiB in \(fixed(report.seconds, 2)) s: \(fixed(report.mbPerSecond, 1)) MB/s; "
+                  + "rtt \(fixed(report.rttMilliseconds, 2)) ms (median of 5)")
+        }
+    }
 }
 
 /// Durable write throughput where a folder lives: sequential writes ended by fsync, and the
@@ -186,7 +233,7 @@ struct BenchHash: ParsableCommand {
 
 private func benchJSON<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 

@@ -21,10 +21,10 @@ struct HomeOption: ParsableArguments {
 }
 
 /// Sends a request and turns a daemon-side failure into a clean exit with the daemon's message.
-func call(_ request: ControlRequest, home: Home) throws -> ControlResponse {
+func call(_ request: ControlRequest, home: Home, timeout: TimeInterval = 60) throws -> ControlResponse {
     let response: ControlResponse
     do {
-        response = try ControlClient.send(request, home: home)
+        response = try ControlClient.send(request, home: home, timeout: timeout)
     } catch {
         throw CLIError("\(error)")
     }
