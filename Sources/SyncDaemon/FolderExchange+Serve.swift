@@ -108,11 +108,7 @@ extension FolderExchange {
             return .requestFailed(id: id, reason: 1)
         }
         if deflate, let packed = ChunkDeflate.deflateIfItPays(data) {
-            lock.withLock {
-                counters.bytesOut += Int64(packed.count)
-                counters.deflatedChunksOut += 1
-                counters.deflateSavedOut += Int64(data.count - packed.count)
-            }
+            lock.withLock { counters.bytesOut += Int64(packed.count) }
             return .dataDeflated(id: id, rawSize: UInt32(data.count), bytes: packed)
         }
         lock.withLock { counters.bytesOut += Int64(data.count) }

@@ -34,8 +34,6 @@ final class FolderExchange: @unchecked Sendable {
         /// Chunk bytes received, as chunks (a deflated answer counts its `rawSize`; `bytesIn` what
         /// crossed the wire): the pull's progress.
         var chunkBytesIn: Int64 = 0
-        /// Chunks served deflated, and the bytes that saved on the wire.
-        var deflatedChunksOut = 0, deflateSavedOut: Int64 = 0
     }
 
     /// What `status` shows as `pullError`: why the last batch failed as a whole, and the paths
