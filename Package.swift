@@ -36,12 +36,20 @@ let package = Package(
         // `on_apply`: the per-folder hook run after each applied batch.
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Per-chunk wire compression: zlib's raw deflate (Protocol/wire.md, "Compression").
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
     ],
     targets: [
         // System OpenSSL libcrypto: bulk hashing and AEAD (faster than swift-crypto's BoringSSL here).
         .systemLibrary(name: "CSyncCrypto", pkgConfig: "openssl",
                        providers: [.apt(["libssl-dev"])]),
         .target(name: "SyncCore", swiftSettings: strict),
+        // Deflate and bounded inflate of chunks for the wire, over system zlib (compress-nio).
+        .target(name: "SyncCompression",
+                dependencies: [.product(name: "CompressNIO", package: "compress-nio"),
+                               .product(name: "NIOCore", package: "swift-nio"),
+                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+                swiftSettings: strict),
         .target(name: "SyncSecurity",
                 dependencies: ["SyncCore", "CSyncCrypto", .product(name: "Crypto", package: "swift-crypto")],
                 swiftSettings: strict),
@@ -60,7 +68,7 @@ let package = Package(
                 dependencies: ["SyncCore", "SyncSecurity", "SyncReplication", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: shell),
         .target(name: "SyncDaemon",
-                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS", "SyncWire", "SyncGossip", "SyncReplication",
+                dependencies: ["SyncCore", "SyncSecurity", "SyncStore", "SyncFS", "SyncWire", "SyncGossip", "SyncReplication", "SyncCompression",
                                .product(name: "Crypto", package: "swift-crypto"),
                                .product(name: "NIOCore", package: "swift-nio"),
                                .product(name: "NIOPosix", package: "swift-nio"),
@@ -86,6 +94,7 @@ let package = Package(
                                          .product(name: "Logging", package: "swift-log")],
                           swiftSettings: strict),
         .testTarget(name: "SyncCoreTests", dependencies: ["SyncCore"]),
+        .testTarget(name: "SyncCompressionTests", dependencies: ["SyncCompression"]),
         .testTarget(name: "SyncSecurityTests", dependencies: ["SyncSecurity"], resources: [.copy("Vectors")]),
         .testTarget(name: "SyncStoreTests", dependencies: ["SyncStore"]),
         .testTarget(name: "SyncWireTests", dependencies: ["SyncWire", "SyncSecurity"], resources: [.copy("Vectors")]),
@@ -95,7 +104,7 @@ let package = Package(
         .testTarget(name: "SyncFSTests", dependencies: ["SyncFS", "SyncStore"]),
         // Also the `syncd` executable itself: its command line is parsed in tests (DaemonCommandTests).
         .testTarget(name: "IntegrationTests",
-                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "SyncReplication", "SyncFS", "syncd",
+                    dependencies: ["SyncDaemon", "SyncWire", "SyncSecurity", "SyncStore", "SyncReplication", "SyncFS", "SyncCompression", "syncd",
                                    .product(name: "ArgumentParser", package: "swift-argument-parser"),
                                    .product(name: "Crypto", package: "swift-crypto"),
                                    .product(name: "GRDB", package: "GRDB.swift")]),

@@ -1,4 +1,5 @@
 import Foundation
+import SyncCompression
 import SyncCore
 import SyncFS
 import SyncReplication
@@ -31,6 +32,10 @@ final class ChunkPull: @unchecked Sendable {
     enum Answer {
         /// The bytes the peer sent (opened by `Environment.open`).
         case bytes([UInt8])
+        /// A chunk the peer sent as raw deflate (`dataDeflated`), announced as `rawSize` bytes:
+        /// inflated here, off the network thread, never past the size requested; a `rawSize` other
+        /// than the chunk's, or a stream that does not inflate to exactly it, is a bad answer.
+        case deflated(rawSize: Int, [UInt8])
         /// The peer answered it does not have the chunk.
         case refused
         /// A reply that does not open (a storage peer's sealed chunk that fails its checks).
@@ -313,7 +318,12 @@ final class ChunkPull: @unchecked Sendable {
             if condition.withLock({ tasks -= 1; return tasks == 0 && planner.isFinished }) { condition.broadcast() }
         }
         var bytes: [UInt8]?
-        if case .bytes(let raw) = answer, let data = env.open(peer, raw), data.count == Int(chunk.size),
+        let raw: [UInt8]? = switch answer {
+        case .bytes(let raw): raw
+        case let .deflated(rawSize, packed): rawSize == Int(chunk.size) ? try? ChunkDeflate.inflate(packed, rawSize: rawSize) : nil
+        case .refused, .bad, .lost: nil
+        }
+        if let raw, let data = env.open(peer, raw), data.count == Int(chunk.size),
            env.ids.chunkID(data) == chunk.id { bytes = data }
         let directives: [PullPlanner.Directive] = condition.withLock {
             if case .lost = answer {} else { lastAnswer[peer] = .now() }
@@ -327,7 +337,7 @@ final class ChunkPull: @unchecked Sendable {
             case .refused:
                 if peer == announcer { refusedByAnnouncer.insert(chunk.id) }
                 return planner.notHeld(id, now: .now)
-            case .bad, .bytes:
+            case .bad, .bytes, .deflated:
                 return planner.received(id, ok: bytes != nil, now: .now)
             }
         }

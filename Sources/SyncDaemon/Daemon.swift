@@ -310,7 +310,7 @@ public final class Daemon: @unchecked Sendable {
 
     private func startSessions() throws {
         let server = SessionServer(group: group, identity: identity, logger: logger,
-                                   keepalive: configuration.keepalive, table: sessionTable) { [weak self] in
+                                   keepalive: configuration.keepalive, features: sessionFeatures, table: sessionTable) { [weak self] in
             self?.lock.withLock { self?.exchanges } ?? [:]
         }
         let bound: String
@@ -553,6 +553,9 @@ public final class Daemon: @unchecked Sendable {
         dialPeers()
     }
 
+    /// What our sessions offer in the handshake (Protocol/handshake.md, "Features").
+    var sessionFeatures: SessionMachine.Features { configuration.network.compression ? .deflate : [] }
+
     /// Opens a session to every member that gossip says holds one of our folders and that we are
     /// not connected to yet. The device with the smaller id dials, so a pair has one session.
     /// A session that went silent is closed by its keepalive (`SessionLiveness`), which detaches it,
@@ -578,6 +581,7 @@ public final class Daemon: @unchecked Sendable {
                 }
                 guard due, lock.withLock({ dialing.insert(key).inserted }) else { continue }
                 let logger = self.logger, keepalive = configuration.keepalive, table = sessionTable, identity = self.identity
+                let features = sessionFeatures
                 ClientBootstrap(group: group)
                     .connectTimeout(.seconds(3))
                     // An IPPROTO_TCP option: `socketOption(.tcp_nodelay)` would set SOL_SOCKET's
@@ -585,7 +589,8 @@ public final class Daemon: @unchecked Sendable {
                     .channelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey)
+                            let machine = SessionMachine(initiatorFor: exchange.folderID, psk: exchange.sessionPSK, staticKey: identity.privateKey,
+                                                         features: features)
                             try channel.pipeline.syncOperations.addHandler(
                                 SessionHandler(machine: machine, exchanges: [exchange.folderID: exchange], logger: logger,
                                                keepalive: keepalive, table: table, dials: true))
@@ -729,7 +734,7 @@ public final class Daemon: @unchecked Sendable {
                 folder.pullError = pullError
                 let sample = FolderProgress.Sample(
                     pendingFiles: folder.needFiles ?? 0, pendingBytes: folder.needBytes ?? 0, doneFiles: counters.doneFiles,
-                    doneBytes: counters.doneBytes, bytesIn: counters.bytesIn, applyingBytes: counters.needBytes)
+                    doneBytes: counters.doneBytes, bytesIn: counters.chunkBytesIn, applyingBytes: counters.needBytes)
                 let sequence = UInt64(max(stats.sequence, 0))
                 var peers = try connected.map { p in
                     StatusReport.Folder.Peer(device: p.device, connected: true, sequence: p.acked,

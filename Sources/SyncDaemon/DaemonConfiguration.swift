@@ -41,6 +41,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         public var gossipKey: String?
         /// UDP port of the LAN discovery beacon; nil turns the beacon off. Default 7701.
         public var beaconPort: Int? = 7701
+        /// Offer per-chunk deflate on peer sessions (Protocol/wire.md, "Compression"): used on a
+        /// session when both sides offer it, for a chunk only when it gets at least 10 % smaller.
+        /// Default true.
+        public var compression = true
 
         public init() {}
     }

@@ -49,6 +49,7 @@ extension FolderExchange {
                 let p = PendingRequest()
                 p.onDone = {
                     guard let data = p.bytes else { return answer(p.refusedByPeer ? .refused : .lost) }
+                    if let rawSize = p.rawSize { return answer(.deflated(rawSize: Int(rawSize), data)) }
                     answer(.bytes(data))
                 }
                 send(p, for: chunk, to: link)
@@ -111,15 +112,18 @@ extension FolderExchange {
     /// The answer of `peer` to request `id`; an answer to a request made of another peer is
     /// dropped (request ids are sequential: a hostile peer could otherwise refuse chunks for the
     /// peer that has them, and make a change look superseded).
-    func complete(_ id: UInt32, _ bytes: [UInt8]?, refusedByPeer: Bool = false, from peer: ShortDeviceID) {
+    /// `deflatedFrom`: the chunk's size when `bytes` are raw deflate (a `dataDeflated` answer).
+    func complete(_ id: UInt32, _ bytes: [UInt8]?, refusedByPeer: Bool = false, deflatedFrom rawSize: UInt32? = nil,
+                  from peer: ShortDeviceID) {
         guard let p = lock.withLock({ () -> PendingRequest? in
             counters.bytesIn += Int64(bytes?.count ?? 0)
+            counters.chunkBytesIn += rawSize.map(Int64.init) ?? Int64(bytes?.count ?? 0)
             guard pending[id]?.peer == peer else { return nil }
             let p = pending.removeValue(forKey: id)
             if let p { stalled[p.peer] = nil }   // it answers again
             return p
         }) else { return }
-        p.complete(bytes, refusedByPeer: refusedByPeer)
+        p.complete(bytes, refusedByPeer: refusedByPeer, deflatedFrom: rawSize)
     }
 }
 

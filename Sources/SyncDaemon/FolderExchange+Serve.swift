@@ -1,6 +1,7 @@
 @preconcurrency import Crypto
 import Foundation
 import Logging
+import SyncCompression
 import SyncCore
 import SyncFS
 import SyncReplication
@@ -91,9 +92,10 @@ extension FolderExchange {
         }
     }
 
-    /// A chunk for a peer: plaintext from our files (read-write and read-only), a sealed chunk
-    /// from the sealed store (storage).
-    func serve(id: UInt32, chunk: ChunkID, size: UInt32) -> SessionMessage {
+    /// A chunk for a peer: plaintext from our files (read-write and read-only) — deflated when the
+    /// session agreed to it (`deflate`) and it pays — or a sealed chunk from the sealed store
+    /// (storage: sealed chunks are encrypted, so they never deflate and go as they are).
+    func serve(id: UInt32, chunk: ChunkID, size: UInt32, deflate: Bool = false) -> SessionMessage {
         if keys.manifestKey == nil {
             if let bytes = sealed.read(chunk) { return .data(id: id, bytes: bytes) }
             return .requestFailed(id: id, reason: 1)
@@ -106,6 +108,10 @@ extension FolderExchange {
                 ?? stagedChunk(chunk, size: size)
                 ?? (try? store.pieces([chunk], folder: record.id))?[chunk] else {
             return .requestFailed(id: id, reason: 1)
+        }
+        if deflate, let packed = ChunkDeflate.deflateIfItPays(data) {
+            lock.withLock { counters.bytesOut += Int64(packed.count) }
+            return .dataDeflated(id: id, rawSize: UInt32(data.count), bytes: packed)
         }
         lock.withLock { counters.bytesOut += Int64(data.count) }
         return .data(id: id, bytes: data)

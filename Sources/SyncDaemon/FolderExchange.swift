@@ -31,6 +31,9 @@ final class FolderExchange: @unchecked Sendable {
 
     struct Counters: Sendable {
         var needFiles = 0, needBytes: Int64 = 0, conflicts = 0, bytesIn: Int64 = 0, bytesOut: Int64 = 0, doneFiles = 0, doneBytes: Int64 = 0
+        /// Chunk bytes received, as chunks (a deflated answer counts its `rawSize`; `bytesIn` what
+        /// crossed the wire): the pull's progress.
+        var chunkBytesIn: Int64 = 0
     }
 
     /// What `status` shows as `pullError`: why the last batch failed as a whole, and the paths
@@ -265,9 +268,13 @@ final class FolderExchange: @unchecked Sendable {
         case .have(let ids):
             return received(have: ids, from: link)
         case let .request(id, chunk, size):
-            return .reply([serve(id: id, chunk: chunk, size: size)])
+            return .reply([serve(id: id, chunk: chunk, size: size, deflate: link.deflate)])
         case let .data(id, bytes):
             complete(id, bytes, from: link.device.short)
+            return .reply([])
+        case let .dataDeflated(id, rawSize, bytes):
+            // Inflated (bounded by the size we asked) off this thread, where the pull opens answers.
+            complete(id, bytes, deflatedFrom: rawSize, from: link.device.short)
             return .reply([])
         case .requestFailed(let id, _):
             complete(id, nil, refusedByPeer: true, from: link.device.short)

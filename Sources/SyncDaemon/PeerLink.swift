@@ -14,6 +14,9 @@ extension FolderExchange {
     final class PeerLink: @unchecked Sendable {
         let device: DeviceID
         let send: @Sendable (SessionMessage) -> Void
+        /// Whether both sides offered deflate for this session: chunks we serve may then go as
+        /// `dataDeflated` (Protocol/wire.md, "Compression").
+        let deflate: Bool
         /// Ends the session; the dialer reconnects and the peer resends from our applied floor.
         var close: (@Sendable (String) -> Void)?
         /// The access the peer said in its hello (nil before).
@@ -26,7 +29,9 @@ extension FolderExchange {
         /// Sends, then calls back once the message is handed to the socket (or the session is
         /// gone): what bounds the bench answers a peer can make us buffer. Nil: `send`, then at once.
         var sendWritten: (@Sendable (SessionMessage, @escaping @Sendable () -> Void) -> Void)?
-        init(device: DeviceID, send: @escaping @Sendable (SessionMessage) -> Void) { self.device = device; self.send = send }
+        init(device: DeviceID, deflate: Bool = false, send: @escaping @Sendable (SessionMessage) -> Void) {
+            self.device = device; self.deflate = deflate; self.send = send
+        }
 
         func sendTracked(_ message: SessionMessage, written: @escaping @Sendable () -> Void) {
             if let sendWritten { sendWritten(message, written) } else { send(message); written() }
@@ -41,6 +46,7 @@ extension FolderExchange {
         private let condition = NSCondition()
         private var answered = false
         private var answer: [UInt8]?
+        private var deflatedFrom: UInt32?
         /// The peer asked (its short id), so a session that ends fails its requests at once.
         var peer: ShortDeviceID = 0
         /// Called once the answer (or a refusal) is in, on the answering thread.
@@ -48,19 +54,23 @@ extension FolderExchange {
 
         private var refused = false
 
-        /// The chunk's bytes once answered; nil before, or when refused.
+        /// The chunk's bytes once answered, as they came; nil before, or when refused.
         var bytes: [UInt8]? { condition.lock(); defer { condition.unlock() }; return answer }
+
+        /// The chunk's size when `bytes` are raw deflate (a `dataDeflated` answer), nil for plain bytes.
+        var rawSize: UInt32? { condition.lock(); defer { condition.unlock() }; return deflatedFrom }
 
         /// Whether the peer itself answered that it does not have the chunk (request-failed) —
         /// not a session that ended or a peer left out for stalling, which also answer nil.
         var refusedByPeer: Bool { condition.lock(); defer { condition.unlock() }; return refused }
 
         /// Records the answer (the first one counts) and wakes every waiter.
-        func complete(_ bytes: [UInt8]?, refusedByPeer: Bool = false) {
+        func complete(_ bytes: [UInt8]?, refusedByPeer: Bool = false, deflatedFrom rawSize: UInt32? = nil) {
             condition.lock()
             guard !answered else { condition.unlock(); return }
             answered = true
             answer = bytes
+            deflatedFrom = bytes == nil ? nil : rawSize
             refused = bytes == nil && refusedByPeer
             let done = onDone
             onDone = nil   // it may hold this request (and its bytes): break the cycle

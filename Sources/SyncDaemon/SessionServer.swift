@@ -16,6 +16,8 @@ final class SessionServer {
     private let logger: Logger
     private let exchanges: @Sendable () -> [[UInt8]: FolderExchange]
     private let keepalive: SessionLiveness.Settings
+    /// What sessions accepted here offer in the handshake.
+    private let features: SessionMachine.Features
     private let table: SessionTable
     private var channel: Channel?
     /// Connections that start with "SYNCG/1" are gossip push/pull and fallback pings. Set once
@@ -28,10 +30,11 @@ final class SessionServer {
 
     /// `exchanges` gives the folders this device holds, by public folder id, at accept time.
     init(group: MultiThreadedEventLoopGroup, identity: DeviceIdentity, logger: Logger,
-         keepalive: SessionLiveness.Settings, table: SessionTable,
+         keepalive: SessionLiveness.Settings, features: SessionMachine.Features = [], table: SessionTable,
          exchanges: @escaping @Sendable () -> [[UInt8]: FolderExchange]) {
         self.group = group
         self.keepalive = keepalive
+        self.features = features
         self.table = table
         self.identity = identity
         self.logger = logger
@@ -42,7 +45,7 @@ final class SessionServer {
     func start(listen: String) throws -> String {
         let (host, port) = try Self.split(listen)
         let identity = self.identity, logger = self.logger, exchanges = self.exchanges
-        let keepalive = self.keepalive, table = self.table
+        let keepalive = self.keepalive, table = self.table, features = self.features
         let gossip = gossipService
         let channel = try ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 128)
@@ -53,7 +56,8 @@ final class SessionServer {
                     try channel.pipeline.syncOperations.addHandler(ProtocolSniffer(route: { prefix in
                         if prefix == GossipService.streamMagic, let service = gossip.withLock({ $0 }) { return GossipStreamHandler(service: service) }
                         let folders = exchanges()
-                        let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey)
+                        let machine = SessionMachine(responderFor: folders.mapValues(\.sessionPSK), staticKey: identity.privateKey,
+                                                     features: features)
                         return SessionHandler(machine: machine, exchanges: folders, logger: logger,
                                               keepalive: keepalive, table: table, dials: false)
                     }))
@@ -211,7 +215,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                     channel.eventLoop.execute { [weak self] in self?.closeIfQuiet(longerThan: quiet, reason: reason) }
                 })
                 if let exchange {
-                    let link = FolderExchange.PeerLink(device: p.device) { [weak self] message in
+                    let link = FolderExchange.PeerLink(device: p.device, deflate: p.features.contains(.deflate)) { [weak self] message in
                         channel.eventLoop.execute { [weak self] in self?.sendNow(message) }
                     }
                     link.sendWritten = { [weak self] message, written in

@@ -14,7 +14,8 @@ import SyncSecurity
 ///     frame(AES-GCM(message))*          ◀────▶   frame(AES-GCM(message))*
 ///
 /// The psk is only mixed in message 3, so message 2 is readable by anyone who names the folder id:
-/// it carries no payload, and reveals only the responder's device key. Everything about the folder
+/// it reveals the responder's device key and the features it offers (4 bytes: what this build of
+/// syncd can do, nothing about the folder; Protocol/handshake.md, "Features"). Everything about the folder
 /// travels after the handshake, under keys that need the PSK.
 public struct SessionMachine {
     public static let magic: [UInt8] = Array("SYNCD/1".utf8)
@@ -25,7 +26,33 @@ public struct SessionMachine {
     public struct Peer: Sendable, Equatable {
         public let folderID: [UInt8]
         public let staticKey: [UInt8]
+        /// What this session may use: the features both sides offered.
+        public var features: Features = []
         public var device: DeviceID { DeviceID(publicKey: staticKey) }
+    }
+
+    /// Optional parts of the protocol a side can use, offered in the handshake payloads
+    /// (Protocol/handshake.md, "Features"): `features:u32` big-endian in message 2 (responder)
+    /// and message 3 (initiator). A session uses a feature only when both sides offer it; an older
+    /// peer sends empty payloads, which offer nothing, and ignores ours.
+    public struct Features: OptionSet, Sendable, Equatable, CustomStringConvertible {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Chunks may be answered with `data-deflated` (0x27, Protocol/wire.md, "Compression").
+        public static let deflate = Features(rawValue: 1)
+
+        /// The payload that offers them (empty for none, as an older version sends).
+        var payload: [UInt8] { rawValue == 0 ? [] : [UInt8(rawValue >> 24), UInt8((rawValue >> 16) & 0xFF), UInt8((rawValue >> 8) & 0xFF), UInt8(rawValue & 0xFF)] }
+
+        /// What a peer's payload offers: empty → none; otherwise its first 4 bytes (later versions
+        /// may append more, which this one ignores). 1 to 3 bytes is malformed.
+        init?(payload: [UInt8]) {
+            if payload.isEmpty { self = []; return }
+            guard payload.count >= 4 else { return nil }
+            self.init(rawValue: payload.prefix(4).reduce(0) { $0 << 8 | UInt32($1) })
+        }
+
+        public var description: String { "0x" + String(rawValue, radix: 16) }
     }
 
     public enum Directive: Sendable, Equatable {
@@ -70,19 +97,28 @@ public struct SessionMachine {
     private let staticKey: Curve25519.KeyAgreement.PrivateKey
     private let folders: [[UInt8]: [UInt8]]
     private let initiatorFolder: [UInt8]?
+    /// What this side offers.
+    private let features: Features
+    /// What the peer offered (from its handshake payload).
+    private var peerFeatures: Features = []
 
-    /// Dials a peer for `folderID`, whose session PSK is `psk`.
-    public init(initiatorFor folderID: [UInt8], psk: [UInt8], staticKey: Curve25519.KeyAgreement.PrivateKey) {
+    /// Dials a peer for `folderID`, whose session PSK is `psk`; `features` are offered.
+    public init(initiatorFor folderID: [UInt8], psk: [UInt8], staticKey: Curve25519.KeyAgreement.PrivateKey,
+                features: Features = []) {
         self.staticKey = staticKey
+        self.features = features
         self.folders = [folderID: psk]
         self.initiatorFolder = folderID
         self.state = .handshaking(NoiseHandshake(role: .initiator, prologue: Self.prologue(folderID), psk: psk,
                                                  staticKey: staticKey), folderID: folderID)
     }
 
-    /// Answers a connection; `folders` maps each public folder id this device holds to its PSK.
-    public init(responderFor folders: [[UInt8]: [UInt8]], staticKey: Curve25519.KeyAgreement.PrivateKey) {
+    /// Answers a connection; `folders` maps each public folder id this device holds to its PSK;
+    /// `features` are offered.
+    public init(responderFor folders: [[UInt8]: [UInt8]], staticKey: Curve25519.KeyAgreement.PrivateKey,
+                features: Features = []) {
         self.staticKey = staticKey
+        self.features = features
         self.folders = folders
         self.initiatorFolder = nil
         self.state = .awaitingPreface
@@ -163,11 +199,18 @@ public struct SessionMachine {
             return []
         case .handshaking(var noise, let folderID):
             do {
-                _ = try noise.readMessage(frame)
+                let payload = try noise.readMessage(frame)
+                // Message 1's payload is readable by anyone (no PSK, no DH yet): nothing is in it.
+                // Messages 2 and 3 carry each side's features.
+                let isMessage1 = initiatorFolder == nil && !noise.isComplete
+                if !isMessage1 {
+                    guard let offered = Features(payload: payload) else { return fail(.handshakeFailed("malformed features payload")) }
+                    peerFeatures = offered
+                }
                 var out: [Directive] = []
                 if !noise.isComplete {
                     // The responder answers message 1 with message 2; the initiator message 2 with 3.
-                    out.append(.send(FrameDecoder.encode(try noise.writeMessage(payload: []))))
+                    out.append(.send(FrameDecoder.encode(try noise.writeMessage(payload: features.payload))))
                 }
                 guard noise.isComplete else {
                     state = .handshaking(noise, folderID: folderID)
@@ -193,7 +236,7 @@ public struct SessionMachine {
         guard let remote = noise.remoteStaticKey, let keys = try? noise.split() else {
             return fail(.handshakeFailed("incomplete handshake state"))
         }
-        let peer = Peer(folderID: folderID, staticKey: remote)
+        let peer = Peer(folderID: folderID, staticKey: remote, features: features.intersection(peerFeatures))
         state = .established(TransportCipher(sendKey: keys.sendKey, receiveKey: keys.receiveKey), peer)
         frames.maxFrameSize = FrameDecoder.defaultMaxFrameSize
         return [.established(peer)]

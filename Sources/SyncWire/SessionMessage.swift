@@ -21,6 +21,10 @@ public enum SessionMessage: Sendable, Equatable {
     /// The answer: plaintext chunk bytes for read-write and read-only peers, a sealed chunk
     /// (Protocol/manifest.md, "Sealed chunks") to and from storage peers.
     case data(id: UInt32, bytes: [UInt8])
+    /// The answer as raw deflate (Protocol/wire.md, "Compression"): only on a session where both
+    /// sides offered `SessionMachine.Features.deflate`, only plaintext chunks, and only when it is
+    /// smaller. `rawSize` is the chunk's size, 1 … 1 MiB; it must equal the size requested.
+    case dataDeflated(id: UInt32, rawSize: UInt32, bytes: [UInt8])
     case requestFailed(id: UInt32, reason: UInt8)
     /// A sealed chunk pushed to a storage peer for safekeeping.
     case store([UInt8])
@@ -66,7 +70,7 @@ public enum SessionMessage: Sendable, Equatable {
     enum Tag: UInt8 {
         case hello = 0x01, ping = 0x02, pong = 0x03, index = 0x10, indexAck = 0x11, digest = 0x12
         case request = 0x20, data = 0x21, requestFailed = 0x22, store = 0x23, have = 0x24
-        case benchRequest = 0x25, benchData = 0x26, close = 0x7F
+        case benchRequest = 0x25, benchData = 0x26, dataDeflated = 0x27, close = 0x7F
     }
 
     public var encoded: [UInt8] {
@@ -85,6 +89,7 @@ public enum SessionMessage: Sendable, Equatable {
             w.u8(Tag.request.rawValue); w.u32(id); w.raw(chunk.bytes); w.u32(size)
         case let .data(id, bytes): w.u8(Tag.data.rawValue); w.u32(id); w.raw(bytes)
         case let .requestFailed(id, reason): w.u8(Tag.requestFailed.rawValue); w.u32(id); w.u8(reason)
+        case let .dataDeflated(id, rawSize, bytes): w.u8(Tag.dataDeflated.rawValue); w.u32(id); w.u32(rawSize); w.raw(bytes)
         case .store(let sealed): w.u8(Tag.store.rawValue); w.raw(sealed)
         case .have(let ids):
             precondition((1...Self.maxHave).contains(ids.count), "a have message carries 1 … \(Self.maxHave) chunk ids")
@@ -119,6 +124,12 @@ public enum SessionMessage: Sendable, Equatable {
             self = .request(id: id, chunk: chunk, size: size)
         case .data: self = .data(id: try r.u32(), bytes: Array(try r.take(r.remaining)))
         case .requestFailed: self = .requestFailed(id: try r.u32(), reason: try r.u8())
+        case .dataDeflated:
+            let id = try r.u32()
+            let rawSize = try r.u32()
+            guard rawSize > 0, rawSize <= 1 << 20 else { throw .malformed("deflated chunk size \(rawSize)") }
+            guard r.remaining > 0 else { throw .malformed("empty deflated chunk") }
+            self = .dataDeflated(id: id, rawSize: rawSize, bytes: Array(try r.take(r.remaining)))
         case .store:
             guard r.remaining > 0 else { throw .malformed("empty store message") }
             self = .store(Array(try r.take(r.remaining)))

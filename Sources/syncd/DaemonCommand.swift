@@ -46,6 +46,10 @@ struct DaemonCommand: AsyncParsableCommand {
     @Flag(help: "Do not send or listen for LAN discovery beacons.")
     var noLanBeacon = false
 
+    @Flag(inversion: .prefixedNo,
+          help: "Offer per-chunk deflate on peer sessions; used when both peers offer it, for chunks it makes at least 10% smaller (default: \(defaults.network.compression ? "on" : "off")).")
+    var compression: Bool?
+
     @Option(help: "Days deleted files stay in each folder's .syncd/trash (default: \(defaults.replication.trashDays.formatted)).")
     var trashDays: Double?
 
@@ -95,6 +99,7 @@ struct DaemonCommand: AsyncParsableCommand {
         if let gossipKeyFile { f[.gossipKeyFile] = .string(gossipKeyFile) }
         if let beaconPort { f[.beaconPort] = .int(beaconPort) }
         if noLanBeacon { f[.noLanBeacon] = .bool(true) }
+        if let compression { f[.compression] = .bool(compression) }
         if let trashDays { f[.trashDays] = .double(trashDays) }
         if let maxConflicts { f[.maxConflicts] = .int(maxConflicts) }
         if let rescanInterval { f[.rescanInterval] = .double(rescanInterval) }

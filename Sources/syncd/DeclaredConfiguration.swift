@@ -13,7 +13,7 @@ import Yams
 enum DeclaredOption: String, CaseIterable, Sendable {
     case listen, join, advertise
     case gossipKey = "gossip_key", gossipKeyFile = "gossip_key_file"
-    case beaconPort = "beacon_port", noLanBeacon = "no_lan_beacon"
+    case beaconPort = "beacon_port", noLanBeacon = "no_lan_beacon", compression
     case trashDays = "trash_days", maxConflicts = "max_conflicts", rescanInterval = "rescan_interval"
     case keepaliveInterval = "keepalive_interval", keepaliveTimeout = "keepalive_timeout"
     case logLevel = "log_level", logFormat = "log_format"
@@ -136,7 +136,7 @@ enum DeclaredConfiguration {
             case .beaconPort, .maxConflicts: value = reader.int(forKey: key).map(DeclaredValue.int)
             case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout, .onApplyTimeout:
                 value = reader.double(forKey: key).map(DeclaredValue.double)
-            case .noLanBeacon: value = reader.bool(forKey: key).map(DeclaredValue.bool)
+            case .noLanBeacon, .compression: value = reader.bool(forKey: key).map(DeclaredValue.bool)
             }
             let answer = provenance.answer(for: option.rawValue)
             if let failed = answer.failedBy {
@@ -161,6 +161,7 @@ enum DeclaredConfiguration {
         if let v = value(.listen)?.string { c.network.listen = v }
         if let v = value(.join)?.strings { c.network.join = v.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
         if let v = value(.advertise)?.string { c.network.advertise = v }
+        if let v = value(.compression)?.bool { c.network.compression = v }
         if let v = value(.trashDays)?.double { c.replication.trashDays = v }
         if let v = value(.maxConflicts)?.int { c.replication.maxConflicts = v }
         if let v = value(.rescanInterval)?.double { c.scanning.rescanInterval = v }
@@ -258,7 +259,7 @@ enum DeclaredConfiguration {
         case .join: "expected a list of HOST:PORT"
         case .beaconPort, .maxConflicts: "expected a whole number"
         case .trashDays, .rescanInterval, .keepaliveInterval, .keepaliveTimeout, .onApplyTimeout: "expected a number"
-        case .noLanBeacon: "expected true or false"
+        case .noLanBeacon, .compression: "expected true or false"
         default: "expected a text value"
         }
     }

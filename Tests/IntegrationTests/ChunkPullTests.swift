@@ -1,4 +1,5 @@
 import Foundation
+import SyncCompression
 import SyncCore
 @testable import SyncDaemon
 import SyncFS
@@ -13,7 +14,15 @@ final class ChunkPullTests: XCTestCase {
 
     /// Peers that answer from `content` (by chunk id) on another thread, or not at all.
     final class Peers: @unchecked Sendable {
-        enum Behaviour { case serve, refuse, silent, lose }
+        enum Behaviour {
+            case serve, refuse, silent, lose
+            /// Answers deflated (`dataDeflated`), as a peer does on a session that agreed to it.
+            case serveDeflated
+            /// Answers deflated, but the stream inflates past the size it announces (a zip bomb).
+            case bomb
+            /// Answers deflated, announcing a size other than the one asked.
+            case wrongSize
+        }
         let lock = NSLock()
         var behaviour: [ShortDeviceID: Behaviour]
         var content: [ChunkID: [UInt8]] = [:]
@@ -37,6 +46,13 @@ final class ChunkPullTests: XCTestCase {
             lock.unlock()
             switch b {
             case .serve?: DispatchQueue.global().async { answer(bytes.map { .bytes($0) } ?? .refused) }
+            case .serveDeflated?:
+                DispatchQueue.global().async { answer(bytes.map { .deflated(rawSize: $0.count, ChunkDeflate.deflate($0, limit: 2 << 20)!) } ?? .refused) }
+            case .bomb?:
+                let bomb = ChunkDeflate.deflate([UInt8](repeating: 0x20, count: 1 << 20), limit: 1 << 20)!
+                DispatchQueue.global().async { answer(.deflated(rawSize: Int(chunk.size), bomb)) }
+            case .wrongSize?:
+                DispatchQueue.global().async { answer(bytes.map { .deflated(rawSize: $0.count + 1, ChunkDeflate.deflate($0 + [0], limit: 2 << 20)!) } ?? .refused) }
             case .refuse?: DispatchQueue.global().async { answer(.refused) }
             case .lose?, nil: answer(.lost)
             case .silent?: break
@@ -123,6 +139,52 @@ final class ChunkPullTests: XCTestCase {
         XCTAssertEqual(asked, needed, "every chunk not held locally is asked once")
         XCTAssertGreaterThan(local.count, 3)
         for peer in [1, 2, 3] as [ShortDeviceID] { XCTAssertGreaterThan(peers.asked[peer] ?? 0, needed / 6, "spread: \(peers.asked)") }
+    }
+
+    /// Text-like bytes: lines of a log.
+    func text(_ count: Int, seed: UInt64) -> [UInt8] {
+        var g = SplitMix64(seed: seed)
+        var out: [UInt8] = []
+        while out.count < count {
+            let n = g.next() % 100_000
+            out += Array("2026-05-01 12:00:\(n % 60) INFO user=\(n) action=view item=\(n % 977) took=\(n % 300)ms\n".utf8)
+        }
+        return Array(out.prefix(count))
+    }
+
+    func test_deflatedAnswers_areInflatedVerifiedAndWritten() throws {
+        let fs = FakeFileSystem()
+        fs.mkdir("tmp")
+        let data = text(2 << 20, seed: 5)
+        let peers = Peers([1: .serveDeflated])
+        serve(peers, [data])
+        let outcome = ChunkPull(environment(fs, peers), announcer: 1, syncEach: false).run([job(0, data, fs: fs)])
+        XCTAssertEqual(outcome.failures.count, 0, "\(outcome.failures)")
+        XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, data)
+    }
+
+    func test_aDeflatedAnswerThatInflatesPastItsSize_orAnnouncesAnotherSize_isABadAnswer_retriedElsewhere() throws {
+        for hostile in [Peers.Behaviour.bomb, .wrongSize] {
+            let fs = FakeFileSystem()
+            fs.mkdir("tmp")
+            let data = text(1 << 20, seed: 6)
+            let peers = Peers([1: hostile, 2: .serveDeflated])
+            serve(peers, [data])
+            let outcome = ChunkPull(environment(fs, peers), announcer: 2, syncEach: false).run([job(0, data, fs: fs)])
+            XCTAssertEqual(outcome.failures.count, 0, "\(hostile): \(outcome.failures)")
+            XCTAssertEqual(fs.snapshot()["tmp/pull-0"]?.content, data, "\(hostile)")
+            XCTAssertGreaterThan(peers.asked[1] ?? 0, 0, "\(hostile): the hostile peer was asked")
+
+            // With only the hostile peer, the file fails after its attempts; nothing hostile is written.
+            let alone = Peers([1: hostile])
+            serve(alone, [data])
+            let fs2 = FakeFileSystem()
+            fs2.mkdir("tmp")
+            let failed = ChunkPull(environment(fs2, alone), announcer: 1, syncEach: false).run([job(0, data, fs: fs2)])
+            XCTAssertEqual(failed.done, [], "\(hostile)")
+            XCTAssertEqual(failed.failures.count, 1, "\(hostile)")
+            XCTAssertNil(fs2.snapshot()["tmp/pull-0"], "\(hostile): the staged file is removed")
+        }
     }
 
     func test_aChunkOfZeros_isNeitherAskedNorWritten() throws {

@@ -41,6 +41,7 @@ final class DaemonCommandTests: XCTestCase {
             ("gossip-key-file", [keyFile], { $0.network.gossipKey = String(repeating: "cd", count: 32) }),
             ("beacon-port", ["17701"], { $0.network.beaconPort = 17701 }),
             ("no-lan-beacon", [], { $0.network.beaconPort = nil }),
+            ("no-compression", [], { $0.network.compression = false }),
             ("trash-days", ["2.5"], { $0.replication.trashDays = 2.5 }),
             ("max-conflicts", ["3"], { $0.replication.maxConflicts = 3 }),
             ("rescan-interval", ["120"], { $0.scanning.rescanInterval = 120 }),
@@ -61,9 +62,16 @@ final class DaemonCommandTests: XCTestCase {
         // Every option of `syncd daemon` is covered, except the ones that are not configuration.
         let help = DaemonCommand.helpMessage(columns: 1000)
         let options = Set(help.matches(of: /--([a-z][a-z-]+)/).map { String($0.output.1) })
-        XCTAssertEqual(options.subtracting(["log-level", "log-format", "rebuild-index", "config", "help", "version"]), Set(cases.map(\.option)))
+        // (--compression is the default, and turns compression back on over the file or environment: below.)
+        XCTAssertEqual(options.subtracting(["log-level", "log-format", "rebuild-index", "config", "help", "version", "compression"]), Set(cases.map(\.option)))
         // …and every one of them (and --log-level) can be declared in the file and the environment too.
-        XCTAssertEqual(Set(DeclaredOption.allCases.map(\.longName)), options.subtracting(["home", "rebuild-index", "config", "help", "version"]))
+        XCTAssertEqual(Set(DeclaredOption.allCases.map(\.longName)),
+                       options.subtracting(["home", "rebuild-index", "config", "help", "version", "no-compression"]))
+        XCTAssertEqual(try parse(["--compression"]), defaults)
+        environment["SYNCD_COMPRESSION"] = "false"
+        defer { environment["SYNCD_COMPRESSION"] = nil }
+        XCTAssertFalse(try parse([]).network.compression, "SYNCD_COMPRESSION=false turns it off")
+        XCTAssertTrue(try parse(["--compression"]).network.compression, "the flag beats the environment")
     }
 
     func test_help_showsTheConfigurationsDefaults() {

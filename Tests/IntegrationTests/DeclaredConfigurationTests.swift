@@ -47,6 +47,7 @@ final class DeclaredConfigurationTests: XCTestCase {
             (.gossipKeyFile, scratch + "/cluster.key", scratch + "/cluster.key", { $0.network.gossipKey = String(repeating: "cd", count: 32) }),
             (.beaconPort, "17701", "17701", { $0.network.beaconPort = 17701 }),
             (.noLanBeacon, "true", "true", { $0.network.beaconPort = nil }),
+            (.compression, "false", "false", { $0.network.compression = false }),
             (.trashDays, "2.5", "2.5", { $0.replication.trashDays = 2.5 }),
             (.maxConflicts, "3", "3", { $0.replication.maxConflicts = 3 }),
             (.rescanInterval, "120", "120", { $0.scanning.rescanInterval = 120 }),

@@ -32,9 +32,11 @@ final class SessionMachineTests: XCTestCase {
         return bytes
     }
 
-    func machines(responderPSK: [UInt8]? = nil, responderFolder: [UInt8]? = nil) -> (SessionMachine, SessionMachine) {
-        (SessionMachine(initiatorFor: folderID, psk: psk, staticKey: initiatorKey),
-         SessionMachine(responderFor: [responderFolder ?? folderID: responderPSK ?? psk], staticKey: responderKey))
+    func machines(responderPSK: [UInt8]? = nil, responderFolder: [UInt8]? = nil,
+                  features: (initiator: SessionMachine.Features, responder: SessionMachine.Features) = ([], [])) -> (SessionMachine, SessionMachine) {
+        (SessionMachine(initiatorFor: folderID, psk: psk, staticKey: initiatorKey, features: features.initiator),
+         SessionMachine(responderFor: [responderFolder ?? folderID: responderPSK ?? psk], staticKey: responderKey,
+                        features: features.responder))
     }
 
     /// Runs the handshake by shuttling bytes until neither side has anything to say.
@@ -161,6 +163,63 @@ final class SessionMachineTests: XCTestCase {
         XCTAssertTrue(i.isClosed && r.isClosed)
     }
 
+    func test_features_shouldBeUsed_onlyWhenBothSidesOfferThem() {
+        for (mine, theirs, agreed): (SessionMachine.Features, SessionMachine.Features, SessionMachine.Features) in [
+            (.deflate, .deflate, .deflate), (.deflate, [], []), ([], .deflate, []), ([], [], []),
+            (SessionMachine.Features(rawValue: 0xFFFF_FFFF), .deflate, .deflate),   // unknown bits are ignored
+        ] {
+            var (i, r) = machines(features: (mine, theirs))
+            let (oi, or) = connect(&i, &r)
+            XCTAssertEqual(oi.established?.features, agreed, "\(mine) \(theirs)")
+            XCTAssertEqual(or.established?.features, agreed, "\(mine) \(theirs)")
+        }
+    }
+
+    /// An older peer sends empty handshake payloads (and ignores ours): no feature, session as before.
+    func test_features_fromAnOlderPeer_areNone_andItsSessionWorks() throws {
+        var noise = NoiseHandshake(role: .initiator, prologue: SessionMachine.prologue(folderID), psk: psk, staticKey: initiatorKey)
+        var r = SessionMachine(responderFor: [folderID: psk], staticKey: responderKey, features: .deflate)
+        var or = Outcome()
+        let message2 = apply(r.receive(SessionMachine.magic + folderID + FrameDecoder.encode(try noise.writeMessage(payload: []))), to: &or)
+        var decoder = FrameDecoder()
+        decoder.feed(message2[...])
+        let payload2 = try noise.readMessage(try XCTUnwrap(try decoder.next()))
+        XCTAssertEqual(payload2, [0, 0, 0, 1], "the responder offers deflate in message 2's payload")
+        apply(r.receive(FrameDecoder.encode(try noise.writeMessage(payload: []))), to: &or)
+        XCTAssertEqual(or.established?.features, [])
+        XCTAssertNil(or.closed)
+    }
+
+    func test_features_payloadOfOneToThreeBytes_shouldFailTheHandshake() throws {
+        var noise = NoiseHandshake(role: .initiator, prologue: SessionMachine.prologue(folderID), psk: psk, staticKey: initiatorKey)
+        var r = SessionMachine(responderFor: [folderID: psk], staticKey: responderKey, features: .deflate)
+        var or = Outcome()
+        let message2 = apply(r.receive(SessionMachine.magic + folderID + FrameDecoder.encode(try noise.writeMessage(payload: []))), to: &or)
+        var decoder = FrameDecoder()
+        decoder.feed(message2[...])
+        _ = try noise.readMessage(try XCTUnwrap(try decoder.next()))
+        apply(r.receive(FrameDecoder.encode(try noise.writeMessage(payload: [0, 1]))), to: &or)
+        XCTAssertNil(or.established)
+        guard case .handshakeFailed? = or.closed else { return XCTFail("\(String(describing: or.closed))") }
+    }
+
+    func test_dataDeflated_shouldRoundTrip_andRejectBadSizesAndEmptyBodies() throws {
+        let m = SessionMessage.dataDeflated(id: 7, rawSize: 65536, bytes: [1, 2, 3])
+        XCTAssertEqual(m.encoded, [0x27, 0, 0, 0, 7, 0, 1, 0, 0, 1, 2, 3])
+        XCTAssertEqual(try SessionMessage(decoding: m.encoded), m)
+        XCTAssertEqual(try SessionMessage(decoding: SessionMessage.dataDeflated(id: 1, rawSize: 1 << 20, bytes: [0]).encoded),
+                       .dataDeflated(id: 1, rawSize: 1 << 20, bytes: [0]))
+        for bad: [UInt8] in [
+            [0x27], [0x27, 0, 0, 0, 7], [0x27, 0, 0, 0, 7, 0, 1, 0],   // truncated header
+            [0x27, 0, 0, 0, 7, 0, 1, 0, 0],                           // no deflate bytes
+            [0x27, 0, 0, 0, 7, 0, 0, 0, 0, 1, 2],                     // rawSize 0
+            [0x27, 0, 0, 0, 7, 0, 0x10, 0, 1, 1, 2],                  // rawSize 1 MiB + 1
+            [0x27, 0, 0, 0, 7, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2],
+        ] {
+            XCTAssertThrowsError(try SessionMessage(decoding: bad), "\(bad)")
+        }
+    }
+
     func test_messages_shouldRoundTripAndRejectMalformedBytes() throws {
         let id = ChunkID(w0: 1, w1: 2, w2: 3, w3: 4)
         let all: [SessionMessage] = [
@@ -168,6 +227,7 @@ final class SessionMachineTests: XCTestCase {
             .indexAck(origin: 9, indexID: 10, sequence: 11), .request(id: 1, chunk: id, size: 65536),
             .data(id: 1, bytes: [5, 6]), .requestFailed(id: 1, reason: 2), .store([9]), .close("bye"),
             .have([id]), .have(Array(repeating: id, count: SessionMessage.maxHave)),
+            .dataDeflated(id: 2, rawSize: 100, bytes: [7]),
         ]
         for m in all { XCTAssertEqual(try SessionMessage(decoding: m.encoded), m) }
         XCTAssertEqual(SessionMessage.have([id]).encoded, [0x24, 0, 1] + id.bytes, "Protocol/wire.md: have")
