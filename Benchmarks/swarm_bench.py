@@ -2,6 +2,7 @@
 """Swarm fan-out benchmark (issue 13): N receivers need the same new data from one writer.
 
 usage: sudo python3 Benchmarks/swarm_bench.py --syncd BIN [--receivers 8] [--mib 256] [--rate 100mbit]
+                                             [--corpus random|text] [--one-only] [--no-compression]
 
 Each device runs in its own network namespace (sw0 is the writer, sw1..swN the receivers) on one
 bridge (10.77.0.0/24, nothing leaves the machine), and each namespace's uplink is shaped with TBF
@@ -12,6 +13,10 @@ Each run starts the daemons on empty folders, waits until every receiver has a s
 writer, then renames --mib MiB of random data (16 files) into the writer's folder and times until
 every receiver holds exactly the writer's files (sizes polled, SHA-256 checked at the end). The
 writer's upload is its veth's tx_bytes (all traffic: frames, gossip, headers).
+
+--corpus text writes application log lines instead of random bytes, and --one-only runs only the
+first run: with --no-compression passed to the daemons or not, that measures wire compression on
+a link slower than deflate (Benchmarks/RESULTS.md, "Wire compression on a shaped link").
 
 Prints one JSON line: seconds and writer upload (as a multiple of the data) of each run, and the
 targets' ratios: writer upload <= 2 x the data, swarm time <= 2 x one receiver's time. Needs root.
@@ -25,6 +30,9 @@ ap.add_argument('--mib', type=int, default=256)
 ap.add_argument('--rate', default='100mbit', help='TBF rate of each device uplink')
 ap.add_argument('--workdir', default='/tmp/swarm-bench')
 ap.add_argument('--timeout', type=int, default=900)
+ap.add_argument('--corpus', choices=['random', 'text'], default='random')
+ap.add_argument('--one-only', action='store_true')
+ap.add_argument('--no-compression', action='store_true')
 a = ap.parse_args()
 BIN = os.path.abspath(a.syncd)
 BR = 'swbr0'
@@ -83,6 +91,18 @@ def tree(d, hashed):
     return out
 
 
+def logs(seed, size):
+    """`size` bytes of application log lines (timestamps, ids, paths, statuses)."""
+    out, n = [], seed * 1000003
+    total = 0
+    while total < size:
+        line = ('2026-12-01T10:%02d:%02d.%03dZ INFO http request_id=%d user=u%d method=GET '
+                'path=/api/v1/items/%d status=%d bytes=%d ms=%d\n' % (n // 60000 % 60, n // 1000 % 60, n % 1000,
+                n * 2654435761 % 1000000007, n % 997, n % 4099, 404 if n % 17 == 0 else 200, n % 9973, n % 211)).encode()
+        out.append(line); total += len(line); n += 1
+    return b''.join(out)[:size]
+
+
 def run(receivers):
     n = receivers + 1
     setup(n)
@@ -96,6 +116,7 @@ def run(receivers):
         for i in range(n):
             args = ['ip', 'netns', 'exec', ns(i), BIN, 'daemon', '--home', homes[i], '--listen', '%s:%d' % (ip(i), PORT)]
             if i: args += ['--join', '%s:%d' % (ip(0), PORT)]
+            if a.no_compression: args += ['--no-compression']
             procs.append(subprocess.Popen(args, stdout=open(homes[i] + '/out.log', 'w'), stderr=subprocess.STDOUT))
         for i in range(n):
             for _ in range(600):
@@ -121,7 +142,8 @@ def run(receivers):
             with open(os.path.join(staging, 'data%02d.bin' % k), 'wb') as f:
                 left = (a.mib << 20) // files
                 while left:
-                    b = min(left, 1 << 22); f.write(os.urandom(b)); left -= b
+                    b = min(left, 1 << 22)
+                    f.write(os.urandom(b) if a.corpus == 'random' else logs(k, b)); left -= b
         want_sizes = tree(staging, False)
         want = tree(staging, True)
         tx0 = tx_bytes(0)
@@ -154,6 +176,9 @@ def run(receivers):
 if os.geteuid() != 0:
     sys.exit('swarm_bench.py needs root (network namespaces, tc)')
 one = run(1)
+if a.one_only:
+    print(json.dumps({'mib': a.mib, 'rate': a.rate, 'corpus': a.corpus, 'compression': not a.no_compression, 'one': one}))
+    sys.exit(0)
 swarm = run(a.receivers)
 print(json.dumps({'mib': a.mib, 'rate': a.rate, 'receivers': a.receivers, 'one': one, 'swarm': swarm,
                   'swarm_time_vs_one': round(swarm['seconds'] / one['seconds'], 2),

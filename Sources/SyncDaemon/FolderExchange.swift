@@ -45,6 +45,12 @@ final class FolderExchange: @unchecked Sendable {
     }
 
     static let entriesPerManifest = 1000
+    /// Chunks are deflated (on a session that agreed to it) only while at least this many bytes
+    /// wait to be written to the peer's socket: the link, not this CPU, is then what bounds the
+    /// transfer, so deflating costs no time and saves bytes. On a link faster than deflate
+    /// (loopback, a fast LAN) nothing piles up and chunks go as they are (Protocol/wire.md,
+    /// "Compression"). 1 MiB; `SYNCD_COMPRESSION_BACKLOG` (bytes) overrides it, 0 deflates always.
+    let deflateBacklog: Int = ProcessInfo.processInfo.environment["SYNCD_COMPRESSION_BACKLOG"].flatMap { Int($0) }.map { max(0, $0) } ?? 1 << 20
     /// How long a chunk request may wait for its answer before the chunk is asked of the next peer
     /// (seconds). A session that goes silent is closed by its keepalive and fails its requests
     /// at once, so this only bounds a peer that is connected but slow.
@@ -268,7 +274,7 @@ final class FolderExchange: @unchecked Sendable {
         case .have(let ids):
             return received(have: ids, from: link)
         case let .request(id, chunk, size):
-            return .reply([serve(id: id, chunk: chunk, size: size, deflate: link.deflate)])
+            return .reply([serve(id: id, chunk: chunk, size: size, deflate: link.deflate && link.backlog() >= deflateBacklog)])
         case let .data(id, bytes):
             complete(id, bytes, from: link.device.short)
             return .reply([])

@@ -29,6 +29,9 @@ extension FolderExchange {
         /// Sends, then calls back once the message is handed to the socket (or the session is
         /// gone): what bounds the bench answers a peer can make us buffer. Nil: `send`, then at once.
         var sendWritten: (@Sendable (SessionMessage, @escaping @Sendable () -> Void) -> Void)?
+        /// Bytes handed to the session and not yet written to its socket: they pile up when the
+        /// link (or the peer) is slower than we serve (set by the session).
+        var backlog: @Sendable () -> Int = { 0 }
         init(device: DeviceID, deflate: Bool = false, send: @escaping @Sendable (SessionMessage) -> Void) {
             self.device = device; self.deflate = deflate; self.send = send
         }

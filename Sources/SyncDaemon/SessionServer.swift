@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SyncCore
@@ -108,6 +109,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
     private var peer: DeviceID?
     private var logger: Logger
     private let work = DispatchQueue(label: "syncd.session")
+    /// Bytes written to the channel and not yet to its socket.
+    private let unwritten = NIOLockedValueBox(0)
     private var timeout: Scheduled<Void>?
     private let keepalive: SessionLiveness.Settings
     private var liveness: SessionLiveness?
@@ -198,7 +201,13 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         for (i, directive) in directives.enumerated() {
             switch directive {
             case .send(let bytes):
-                context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: i == lastSend ? written : nil)
+                // Count what waits for the socket (PeerLink.backlog: deflate only when it piles up).
+                let count = bytes.count
+                unwritten.withLockedValue { $0 += count }
+                let sent = context.eventLoop.makePromise(of: Void.self)
+                sent.futureResult.whenComplete { [unwritten] _ in unwritten.withLockedValue { $0 -= count } }
+                if i == lastSend, let written { sent.futureResult.cascade(to: written) }
+                context.write(wrapOutboundOut(ByteBuffer(bytes: bytes)), promise: sent)
                 if i == lastSend { written = nil }
                 wrote = true
             case .established(let p):
@@ -218,6 +227,7 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
                     let link = FolderExchange.PeerLink(device: p.device, deflate: p.features.contains(.deflate)) { [weak self] message in
                         channel.eventLoop.execute { [weak self] in self?.sendNow(message) }
                     }
+                    link.backlog = { [unwritten] in unwritten.withLockedValue { $0 } }
                     link.sendWritten = { [weak self] message, written in
                         channel.eventLoop.execute { [weak self] in
                             guard let self else { return written() }

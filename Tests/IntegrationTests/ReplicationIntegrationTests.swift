@@ -254,7 +254,7 @@ extension ReplicationIntegrationTests {
     /// `bytes` of pseudo-random data (an LCG), so no two chunks are alike.
     func noise(_ bytes: Int, seed: UInt64) -> Data {
         var x = seed
-        return Data((0..<bytes).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 57) })
+        return Data((0..<bytes).map { _ in x = x &* 6364136223846793005 &+ 1442695040888963407; return UInt8(truncatingIfNeeded: x >> 56) })
     }
 
     /// A newcomer pulls from every peer that has the data, not only from the one that told it.
