@@ -93,7 +93,7 @@ def tree(d, hashed):
 
 def logs(seed, size):
     """`size` bytes of application log lines (timestamps, ids, paths, statuses)."""
-    out, n = [], seed * 1000003
+    out, n = [], seed * 100000
     total = 0
     while total < size:
         line = ('2026-12-01T10:%02d:%02d.%03dZ INFO http request_id=%d user=u%d method=GET '
@@ -141,9 +141,10 @@ def run(receivers):
         for k in range(files):
             with open(os.path.join(staging, 'data%02d.bin' % k), 'wb') as f:
                 left = (a.mib << 20) // files
+                block = 0
                 while left:
                     b = min(left, 1 << 22)
-                    f.write(os.urandom(b) if a.corpus == 'random' else logs(k, b)); left -= b
+                    f.write(os.urandom(b) if a.corpus == 'random' else logs(k * 4096 + block, b)); left -= b; block += 1
         want_sizes = tree(staging, False)
         want = tree(staging, True)
         tx0 = tx_bytes(0)
