@@ -303,6 +303,8 @@ final class SessionHandler: ChannelInboundHandler, @unchecked Sendable {
         let box = NIOLoopBound(context, eventLoop: loop)
         work.async { [self] in
             let outcome = exchange.handle(message, from: link)
+            // Most messages (answers, acknowledgements) need no reply: no hop back to the loop.
+            if case .reply(let messages) = outcome, messages.isEmpty { return }
             loop.execute { [self] in
                 let context = box.value
                 switch outcome {
